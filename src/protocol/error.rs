@@ -1,0 +1,145 @@
+//! Local error answers: RFC 6749 §5.2 JSON bodies with the headers that go with them.
+//!
+//! Descriptions are `&'static str`: no request data (and so no secret) can ever be formatted into
+//! an error body.
+
+use serde::Serialize;
+
+/// The RFC 6749 §5.2 error codes this gateway answers with (plus §4.1.2.1's `server_error` and
+/// `temporarily_unavailable`, which token endpoints use in practice for upstream failures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidRequest,
+    InvalidClient,
+    ServerError,
+    TemporarilyUnavailable,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidClient => "invalid_client",
+            ErrorCode::ServerError => "server_error",
+            ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+        }
+    }
+}
+
+/// An error the gateway answers itself, without asking the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthError {
+    pub status: u16,
+    pub code: ErrorCode,
+    pub description: &'static str,
+    /// RFC 6749 §5.2: a 401 `invalid_client` after a Basic attempt carries `WWW-Authenticate`.
+    pub www_authenticate: bool,
+    /// RFC 9110 §15.5.6: a 405 lists the allowed methods.
+    pub allow: Option<&'static str>,
+    /// The connection must be closed after the answer (e.g. an unread body remains).
+    pub close: bool,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: ErrorCode,
+    error_description: &'a str,
+}
+
+impl OAuthError {
+    pub const fn new(status: u16, code: ErrorCode, description: &'static str) -> Self {
+        OAuthError {
+            status,
+            code,
+            description,
+            www_authenticate: false,
+            allow: None,
+            close: false,
+        }
+    }
+
+    /// 400 `invalid_request`.
+    pub const fn invalid_request(description: &'static str) -> Self {
+        Self::new(400, ErrorCode::InvalidRequest, description)
+    }
+
+    /// 401 `invalid_client`; `basic_tried` adds `WWW-Authenticate: Basic`.
+    pub const fn invalid_client(description: &'static str, basic_tried: bool) -> Self {
+        let mut e = Self::new(401, ErrorCode::InvalidClient, description);
+        e.www_authenticate = basic_tried;
+        e
+    }
+
+    pub const fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
+    /// The JSON body, e.g. `{"error":"invalid_request","error_description":"..."}`.
+    pub fn body(&self) -> Vec<u8> {
+        serde_json::to_vec(&Body {
+            error: self.code,
+            error_description: self.description,
+        })
+        .unwrap_or_else(|_| br#"{"error":"server_error"}"#.to_vec())
+    }
+
+    /// Every header of the answer except `Content-Length`, in order.
+    pub fn headers(&self, realm: &str) -> Vec<(&'static str, String)> {
+        let mut h = vec![
+            ("Content-Type", "application/json".to_string()),
+            ("Cache-Control", "no-store".to_string()),
+            ("Pragma", "no-cache".to_string()),
+        ];
+        if self.www_authenticate {
+            h.push((
+                "WWW-Authenticate",
+                format!("Basic realm=\"{}\"", realm.replace(['"', '\\'], "")),
+            ));
+        }
+        if let Some(allow) = self.allow {
+            h.push(("Allow", allow.to_string()));
+        }
+        if self.close {
+            h.push(("Connection", "close".to_string()));
+        }
+        h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_rfc6749_json() {
+        let e = OAuthError::invalid_request("the request is bad");
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["error"], "invalid_request");
+        assert_eq!(v["error_description"], "the request is bad");
+        assert_eq!(v.as_object().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn headers_always_forbid_caching() {
+        let h = OAuthError::invalid_request("x").headers("r");
+        assert!(h.contains(&("Cache-Control", "no-store".into())));
+        assert!(h.contains(&("Pragma", "no-cache".into())));
+        assert!(h.contains(&("Content-Type", "application/json".into())));
+        assert!(!h.iter().any(|(n, _)| *n == "WWW-Authenticate"));
+    }
+
+    #[test]
+    fn invalid_client_after_basic_challenges_basic() {
+        let e = OAuthError::invalid_client("bad", true);
+        assert_eq!(e.status, 401);
+        assert!(e
+            .headers("tok\"en")
+            .contains(&("WWW-Authenticate", "Basic realm=\"token\"".into())));
+        assert!(!OAuthError::invalid_client("bad", false)
+            .headers("r")
+            .iter()
+            .any(|(n, _)| *n == "WWW-Authenticate"));
+    }
+}

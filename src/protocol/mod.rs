@@ -1,0 +1,13 @@
+//! The protocol core: pure, I/O-free OAuth 2.0 client-authentication logic.
+//!
+//! Nothing here knows about sockets, Pingora or configuration files: functions take bytes and
+//! return decisions, so every rule is a unit test.
+
+pub mod basic;
+pub mod error;
+pub mod form;
+pub mod token;
+
+pub use basic::{BasicEncoding, Credentials};
+pub use error::{ErrorCode, OAuthError};
+pub use token::{check_head, decide, BodyLimit, Conversion, Forward, HeaderChange, Head, MethodSeen};

@@ -1,0 +1,747 @@
+//! The token-request decision: from a request's head and body to either the exact request to
+//! forward or the error to answer. Pure: bytes in, decision out.
+//!
+//! Rules, each with the section that asks for it:
+//! - RFC 6749 §3.2: token requests are `POST`, parameters in an
+//!   `application/x-www-form-urlencoded` body.
+//! - RFC 6749 §2.3.1: credentials MUST NOT be in the request URI.
+//! - RFC 6749 §3.1: parameters MUST NOT appear twice (enforced for the credential parameters; others,
+//!   such as RFC 8707's `resource`, may legitimately repeat and pass untouched).
+//! - RFC 6749 §2.3: a client MUST NOT use more than one authentication method in a request.
+//! - RFC 6749 §2.3.1: Basic credentials are form-urlencoded before base64.
+
+use super::basic::{self, Authorization, BasicEncoding, BasicError, Credentials};
+use super::error::OAuthError;
+use super::form;
+
+/// What a route does to client authentication before forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversion {
+    /// `client_secret_post` → `client_secret_basic`.
+    ToBasic,
+    /// `client_secret_basic` → `client_secret_post`.
+    ToPost,
+}
+
+/// The client authentication method a request used (RFC 7591 §2 names where one exists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MethodSeen {
+    ClientSecretBasic,
+    ClientSecretPost,
+    /// `client_assertion` (RFC 7523: `client_secret_jwt` or `private_key_jwt`).
+    ClientAssertion,
+    /// A public client: `client_id` in the body and no secret.
+    None,
+    /// No client identification at all.
+    NoneFound,
+    /// An `Authorization` scheme other than Basic.
+    OtherScheme,
+}
+
+impl MethodSeen {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MethodSeen::ClientSecretBasic => "client_secret_basic",
+            MethodSeen::ClientSecretPost => "client_secret_post",
+            MethodSeen::ClientAssertion => "client_assertion",
+            MethodSeen::None => "none",
+            MethodSeen::NoneFound => "none_found",
+            MethodSeen::OtherScheme => "other_scheme",
+        }
+    }
+}
+
+/// What happens to the `Authorization` header on the way upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderChange {
+    Keep,
+    Remove,
+    Set(String),
+}
+
+/// The request to forward: only what differs from what the client sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub method_seen: MethodSeen,
+    pub authorization: HeaderChange,
+    /// The new body, or `None` to forward the received body unchanged.
+    pub body: Option<Vec<u8>>,
+}
+
+impl Forward {
+    /// Whether the gateway changed the client authentication.
+    pub fn converted(&self) -> bool {
+        self.authorization != HeaderChange::Keep || self.body.is_some()
+    }
+}
+
+/// Limits that apply before the body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimit {
+    pub max_bytes: usize,
+}
+
+const FORM_CONTENT_TYPE: &[u8] = b"application/x-www-form-urlencoded";
+
+/// The request line and header facts checked before any body byte is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    pub method: &'a [u8],
+    pub content_type: Option<&'a [u8]>,
+    pub query: Option<&'a [u8]>,
+    pub content_length: Option<u64>,
+}
+
+/// RFC 6749 §3.2 and §2.3.1 checks on the head, and the body cap when the length is declared.
+pub fn check_head(head: &Head<'_>, limit: BodyLimit) -> Result<(), OAuthError> {
+    if head.method != b"POST" {
+        let mut e = OAuthError::new(
+            405,
+            super::error::ErrorCode::InvalidRequest,
+            "the token endpoint accepts only POST",
+        );
+        e.allow = Some("POST");
+        return Err(e);
+    }
+    if !is_form_content_type(head.content_type) {
+        return Err(OAuthError::invalid_request(
+            "the request body must be application/x-www-form-urlencoded",
+        ));
+    }
+    if let Some(query) = head.query {
+        check_query(query)?;
+    }
+    if head
+        .content_length
+        .is_some_and(|n| n > limit.max_bytes as u64)
+    {
+        return Err(too_large());
+    }
+    Ok(())
+}
+
+/// The 413 answer for a body over the cap.
+pub fn too_large() -> OAuthError {
+    OAuthError::new(
+        413,
+        super::error::ErrorCode::InvalidRequest,
+        "the request body is larger than this endpoint accepts",
+    )
+}
+
+/// `application/x-www-form-urlencoded`, any case, parameters (such as `charset`) allowed.
+pub fn is_form_content_type(value: Option<&[u8]>) -> bool {
+    let Some(value) = value else { return false };
+    let media_type = value.split(|&b| b == b';').next().unwrap_or_default();
+    media_type.trim_ascii().eq_ignore_ascii_case(FORM_CONTENT_TYPE)
+}
+
+/// Names that carry client authentication in a form body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CredParam {
+    ClientId,
+    ClientSecret,
+    ClientAssertion,
+    ClientAssertionType,
+}
+
+impl CredParam {
+    fn from_name(name: &[u8]) -> Option<Self> {
+        match name {
+            b"client_id" => Some(CredParam::ClientId),
+            b"client_secret" => Some(CredParam::ClientSecret),
+            b"client_assertion" => Some(CredParam::ClientAssertion),
+            b"client_assertion_type" => Some(CredParam::ClientAssertionType),
+            _ => None,
+        }
+    }
+
+    fn repeated(self) -> OAuthError {
+        OAuthError::invalid_request(match self {
+            CredParam::ClientId => "parameter client_id appears more than once",
+            CredParam::ClientSecret => "parameter client_secret appears more than once",
+            CredParam::ClientAssertion => "parameter client_assertion appears more than once",
+            CredParam::ClientAssertionType => {
+                "parameter client_assertion_type appears more than once"
+            }
+        })
+    }
+}
+
+const MALFORMED_BODY: &str = "the request body contains a malformed percent-escape";
+
+fn check_query(query: &[u8]) -> Result<(), OAuthError> {
+    for pair in form::pieces(query) {
+        let name = form::decode(pair.name).map_err(|_| {
+            OAuthError::invalid_request("the query string contains a malformed percent-escape")
+        })?;
+        if CredParam::from_name(&name).is_some() {
+            return Err(OAuthError::invalid_request(
+                "client credentials must not be sent in the query string",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The credential parameters found in a body: piece index and decoded value.
+#[derive(Default)]
+struct BodyCredentials {
+    client_id: Option<(usize, Vec<u8>)>,
+    client_secret: Option<(usize, Vec<u8>)>,
+    assertion: bool,
+}
+
+fn scan_body(body: &[u8]) -> Result<BodyCredentials, OAuthError> {
+    let mut found = BodyCredentials::default();
+    let mut assertion_type = false;
+    for (i, pair) in form::pieces(body).enumerate() {
+        let name = form::decode(pair.name).map_err(|_| OAuthError::invalid_request(MALFORMED_BODY))?;
+        let Some(param) = CredParam::from_name(&name) else {
+            form::validate(pair.value).map_err(|_| OAuthError::invalid_request(MALFORMED_BODY))?;
+            continue;
+        };
+        let value = form::decode(pair.value)
+            .map_err(|_| OAuthError::invalid_request(MALFORMED_BODY))?
+            .into_owned();
+        let slot_taken = match param {
+            CredParam::ClientId => found.client_id.replace((i, value)).is_some(),
+            CredParam::ClientSecret => found.client_secret.replace((i, value)).is_some(),
+            CredParam::ClientAssertion => std::mem::replace(&mut found.assertion, true),
+            CredParam::ClientAssertionType => std::mem::replace(&mut assertion_type, true),
+        };
+        if slot_taken {
+            return Err(param.repeated());
+        }
+    }
+    Ok(found)
+}
+
+fn basic_error(e: BasicError) -> OAuthError {
+    OAuthError::invalid_client(
+        match e {
+            BasicError::NotBase64 => "malformed Basic credentials: not valid base64",
+            BasicError::NoColon => "malformed Basic credentials: no ':' separator",
+            BasicError::MalformedEscape => {
+                "malformed Basic credentials: malformed percent-escape (RFC 6749 section 2.3.1)"
+            }
+            BasicError::EmptyId => "malformed Basic credentials: empty client_id",
+            BasicError::ColonInRawId => {
+                "this client_id contains ':' and cannot be sent to the authorization server"
+            }
+        },
+        true,
+    )
+}
+
+const TWO_METHODS: &str = "the client used more than one authentication method";
+
+/// Decides what to forward for a token request whose head passed [`check_head`].
+///
+/// `authorization` holds every `Authorization` header value the client sent.
+pub fn decide(
+    authorization: &[&[u8]],
+    body: &[u8],
+    conversion: Conversion,
+    encoding: BasicEncoding,
+) -> Result<Forward, OAuthError> {
+    let header = match authorization {
+        [] => None,
+        [one] => Some(basic::parse_authorization(one).map_err(basic_error)?),
+        _ => {
+            return Err(OAuthError::invalid_request(
+                "more than one Authorization header",
+            ))
+        }
+    };
+    let found = scan_body(body)?;
+
+    if found.client_secret.is_some() && found.client_id.is_none() {
+        return Err(OAuthError::invalid_request(
+            "client_secret was sent without client_id",
+        ));
+    }
+    // RFC 6749 §2.3: one method per request.
+    let body_secret_or_assertion = found.client_secret.is_some() || found.assertion;
+    if (header.is_some() && body_secret_or_assertion)
+        || (found.client_secret.is_some() && found.assertion)
+    {
+        return Err(OAuthError::invalid_request(TWO_METHODS));
+    }
+
+    match header {
+        Some(Authorization::Basic(creds)) => {
+            if let Some((_, id)) = &found.client_id {
+                if *id != creds.client_id {
+                    return Err(OAuthError::invalid_request(
+                        "client_id in the body does not match the Basic credentials",
+                    ));
+                }
+            }
+            basic_to(conversion, encoding, creds, &found, authorization, body)
+        }
+        Some(Authorization::Other) => Ok(unchanged(MethodSeen::OtherScheme)),
+        None => match (found.client_id, found.client_secret) {
+            (Some((id_at, client_id)), Some((secret_at, secret))) => {
+                let creds = Credentials { client_id, secret };
+                post_to(conversion, encoding, creds, [id_at, secret_at], body)
+            }
+            (Some(_), None) if found.assertion => Ok(unchanged(MethodSeen::ClientAssertion)),
+            (Some(_), None) => Ok(unchanged(MethodSeen::None)),
+            _ if found.assertion => Ok(unchanged(MethodSeen::ClientAssertion)),
+            _ => Ok(unchanged(MethodSeen::NoneFound)),
+        },
+    }
+}
+
+fn unchanged(method_seen: MethodSeen) -> Forward {
+    Forward {
+        method_seen,
+        authorization: HeaderChange::Keep,
+        body: None,
+    }
+}
+
+/// The client sent Basic.
+fn basic_to(
+    conversion: Conversion,
+    encoding: BasicEncoding,
+    creds: Credentials,
+    found: &BodyCredentials,
+    raw_header: &[&[u8]],
+    body: &[u8],
+) -> Result<Forward, OAuthError> {
+    match conversion {
+        Conversion::ToBasic => {
+            let authorization = match encoding {
+                // Already the upstream's method and encoding: forward the header untouched.
+                BasicEncoding::Rfc6749 => HeaderChange::Keep,
+                // Re-encode for a server that compares without decoding, unless that is a no-op.
+                BasicEncoding::Raw => {
+                    let raw = basic::encode(&creds, BasicEncoding::Raw).map_err(basic_error)?;
+                    if raw_header.first().map(|h| h.trim_ascii()) == Some(raw.as_bytes()) {
+                        HeaderChange::Keep
+                    } else {
+                        HeaderChange::Set(raw)
+                    }
+                }
+            };
+            Ok(Forward {
+                method_seen: MethodSeen::ClientSecretBasic,
+                authorization,
+                body: None,
+            })
+        }
+        Conversion::ToPost => {
+            // Drop a body client_id (equal to the Basic one, checked above), then append both.
+            let drop: Vec<usize> = found.client_id.iter().map(|(i, _)| *i).collect();
+            let mut new_body = without_pieces(body, &drop);
+            append_param(&mut new_body, b"client_id", &creds.client_id);
+            append_param(&mut new_body, b"client_secret", &creds.secret);
+            Ok(Forward {
+                method_seen: MethodSeen::ClientSecretBasic,
+                authorization: HeaderChange::Remove,
+                body: Some(new_body),
+            })
+        }
+    }
+}
+
+/// The client sent `client_secret_post`.
+fn post_to(
+    conversion: Conversion,
+    encoding: BasicEncoding,
+    creds: Credentials,
+    pieces_at: [usize; 2],
+    body: &[u8],
+) -> Result<Forward, OAuthError> {
+    match conversion {
+        Conversion::ToPost => Ok(unchanged(MethodSeen::ClientSecretPost)),
+        Conversion::ToBasic => {
+            let header = basic::encode(&creds, encoding).map_err(|e| {
+                let mut err = basic_error(e);
+                err.www_authenticate = false;
+                err
+            })?;
+            Ok(Forward {
+                method_seen: MethodSeen::ClientSecretPost,
+                authorization: HeaderChange::Set(header),
+                body: Some(without_pieces(body, &pieces_at)),
+            })
+        }
+    }
+}
+
+/// The body with the given `&`-pieces removed; every other byte kept, in order.
+fn without_pieces(body: &[u8], drop: &[usize]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut first = true;
+    for (i, pair) in form::pieces(body).enumerate() {
+        if drop.contains(&i) {
+            continue;
+        }
+        if !first {
+            out.push(b'&');
+        }
+        out.extend_from_slice(pair.raw);
+        first = false;
+    }
+    out
+}
+
+fn append_param(body: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    if !body.is_empty() {
+        body.push(b'&');
+    }
+    body.extend_from_slice(name);
+    body.push(b'=');
+    body.extend_from_slice(form::encode(value).as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::error::ErrorCode;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use proptest::prelude::*;
+
+    const LIMIT: BodyLimit = BodyLimit { max_bytes: 16 };
+    const RFC: BasicEncoding = BasicEncoding::Rfc6749;
+
+    fn head<'a>(method: &'a str, ct: Option<&'a str>, query: Option<&'a str>) -> Head<'a> {
+        Head {
+            method: method.as_bytes(),
+            content_type: ct.map(str::as_bytes),
+            query: query.map(str::as_bytes),
+            content_length: Some(10),
+        }
+    }
+
+    fn basic(plain: &str) -> String {
+        format!("Basic {}", STANDARD.encode(plain))
+    }
+
+    fn to_basic(body: &str) -> Result<Forward, OAuthError> {
+        decide(&[], body.as_bytes(), Conversion::ToBasic, RFC)
+    }
+
+    fn err_of(r: Result<Forward, OAuthError>) -> OAuthError {
+        r.expect_err("expected a rejection")
+    }
+
+    const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
+
+    #[test]
+    fn only_post_is_allowed_and_405_names_it() {
+        let e = check_head(&head("GET", FORM, None), LIMIT).unwrap_err();
+        assert_eq!((e.status, e.allow), (405, Some("POST")));
+        assert!(check_head(&head("POST", FORM, None), LIMIT).is_ok());
+        assert!(check_head(&head("post", FORM, None), LIMIT).is_err());
+    }
+
+    #[test]
+    fn content_type_must_be_form_any_case_with_parameters() {
+        for ok in [
+            "application/x-www-form-urlencoded",
+            "Application/X-WWW-Form-URLEncoded",
+            "application/x-www-form-urlencoded; charset=UTF-8",
+            " application/x-www-form-urlencoded ;charset=ISO-8859-1",
+        ] {
+            assert!(check_head(&head("POST", Some(ok), None), LIMIT).is_ok(), "{ok}");
+        }
+        for bad in [None, Some("application/json"), Some("multipart/form-data"), Some("")] {
+            let e = check_head(&head("POST", bad, None), LIMIT).unwrap_err();
+            assert_eq!((e.status, e.code), (400, ErrorCode::InvalidRequest), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn credentials_in_query_string_are_rejected() {
+        for q in ["client_secret=x", "a=1&client_id=x", "client%5Fsecret=x", "client_assertion=j"] {
+            let e = check_head(&head("POST", FORM, Some(q)), LIMIT).unwrap_err();
+            assert_eq!(e.status, 400, "{q}");
+            assert!(e.description.contains("query string"));
+        }
+        assert!(check_head(&head("POST", FORM, Some("foo=bar")), LIMIT).is_ok());
+    }
+
+    #[test]
+    fn declared_length_over_cap_is_413() {
+        let mut h = head("POST", FORM, None);
+        h.content_length = Some(17);
+        assert_eq!(check_head(&h, LIMIT).unwrap_err().status, 413);
+        h.content_length = Some(16);
+        assert!(check_head(&h, LIMIT).is_ok());
+    }
+
+    #[test]
+    fn post_to_basic_removes_only_the_credentials_and_keeps_order() {
+        let body = "grant_type=authorization_code&client_id=app&code=a%2Bb&client_secret=s%3Ds&redirect_uri=http://x/cb";
+        let f = to_basic(body).unwrap();
+        assert_eq!(f.method_seen, MethodSeen::ClientSecretPost);
+        assert_eq!(f.authorization, HeaderChange::Set(basic("app:s%3Ds")));
+        assert_eq!(
+            f.body.as_deref(),
+            Some(&b"grant_type=authorization_code&code=a%2Bb&redirect_uri=http://x/cb"[..])
+        );
+        assert!(f.converted());
+    }
+
+    #[test]
+    fn post_to_basic_re_encodes_tricky_secrets_per_rfc6749() {
+        // client_secret decoded from the body is ": + % & = / space é %41"
+        let body = "client_id=my%3Aapp&client_secret=%3A+%2B+%25+%26+%3D+%2F+%C3%A9+%2541&grant_type=client_credentials";
+        let f = to_basic(body).unwrap();
+        assert_eq!(
+            f.authorization,
+            HeaderChange::Set(basic("my%3Aapp:%3A+%2B+%25+%26+%3D+%2F+%C3%A9+%2541"))
+        );
+        assert_eq!(f.body.as_deref(), Some(&b"grant_type=client_credentials"[..]));
+    }
+
+    #[test]
+    fn post_to_basic_raw_encoding_sends_bytes_as_is() {
+        let body = "client_id=app&client_secret=a%2Bb%2541";
+        let f = decide(&[], body.as_bytes(), Conversion::ToBasic, BasicEncoding::Raw).unwrap();
+        assert_eq!(f.authorization, HeaderChange::Set(basic("app:a+b%41")));
+    }
+
+    #[test]
+    fn raw_encoding_refuses_a_client_id_with_a_colon() {
+        let body = b"client_id=a%3Ab&client_secret=x";
+        let e = decide(&[], body, Conversion::ToBasic, BasicEncoding::Raw).unwrap_err();
+        assert_eq!((e.status, e.www_authenticate), (401, false));
+    }
+
+    #[test]
+    fn encoded_parameter_names_are_recognised() {
+        let f = to_basic("client%5Fid=app&client_secre%74=s").unwrap();
+        assert_eq!(f.authorization, HeaderChange::Set(basic("app:s")));
+        assert_eq!(f.body.as_deref(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn empty_secret_converts_missing_secret_is_a_public_client() {
+        let f = to_basic("client_id=app&client_secret=&grant_type=x").unwrap();
+        assert_eq!(f.authorization, HeaderChange::Set(basic("app:")));
+        let f = to_basic("client_id=app&grant_type=x").unwrap();
+        assert_eq!((f.method_seen, f.converted()), (MethodSeen::None, false));
+    }
+
+    #[test]
+    fn no_credentials_at_all_pass_unchanged() {
+        let f = to_basic("grant_type=client_credentials").unwrap();
+        assert_eq!((f.method_seen, f.converted()), (MethodSeen::NoneFound, false));
+    }
+
+    #[test]
+    fn secret_without_client_id_is_invalid_request() {
+        let e = err_of(to_basic("client_secret=s"));
+        assert_eq!((e.status, e.code), (400, ErrorCode::InvalidRequest));
+    }
+
+    #[test]
+    fn repeated_credential_parameters_are_invalid_request() {
+        for body in [
+            "client_id=a&client_id=a&client_secret=s",
+            "client_id=a&client_secret=s&client_secret=t",
+            "client_id=a&client%5Fid=b",
+            "client_assertion=x&client_assertion=y",
+        ] {
+            let e = err_of(to_basic(body));
+            assert_eq!(e.status, 400, "{body}");
+            assert!(e.description.contains("more than once"), "{body}");
+        }
+    }
+
+    #[test]
+    fn other_repeated_parameters_pass_byte_for_byte() {
+        let body = "resource=https%3A%2F%2Fa&resource=https%3A%2F%2Fb&client_id=c&client_secret=s";
+        let f = to_basic(body).unwrap();
+        assert_eq!(
+            f.body.as_deref(),
+            Some(&b"resource=https%3A%2F%2Fa&resource=https%3A%2F%2Fb"[..])
+        );
+    }
+
+    #[test]
+    fn malformed_escapes_anywhere_are_invalid_request() {
+        for body in ["client_id=a%zz&client_secret=s", "code=%4&client_id=a", "%zz=1"] {
+            let e = err_of(to_basic(body));
+            assert_eq!(e.status, 400, "{body}");
+            assert!(e.description.contains("percent-escape"));
+        }
+    }
+
+    #[test]
+    fn post_and_basic_together_is_invalid_request() {
+        let h = basic("app:s");
+        let e = decide(&[h.as_bytes()], b"client_id=app&client_secret=s", Conversion::ToBasic, RFC)
+            .unwrap_err();
+        assert_eq!((e.status, e.code), (400, ErrorCode::InvalidRequest));
+        assert_eq!(e.description, TWO_METHODS);
+    }
+
+    #[test]
+    fn secret_and_assertion_together_is_invalid_request() {
+        let e = err_of(to_basic("client_id=a&client_secret=s&client_assertion=j"));
+        assert_eq!(e.description, TWO_METHODS);
+        let h = basic("app:s");
+        let e = decide(&[h.as_bytes()], b"client_assertion=j", Conversion::ToPost, RFC).unwrap_err();
+        assert_eq!(e.description, TWO_METHODS);
+    }
+
+    #[test]
+    fn two_authorization_headers_are_invalid_request() {
+        let (a, b) = (basic("a:1"), basic("b:2"));
+        let e = decide(&[a.as_bytes(), b.as_bytes()], b"", Conversion::ToPost, RFC).unwrap_err();
+        assert_eq!(e.status, 400);
+    }
+
+    #[test]
+    fn malformed_basic_is_invalid_client_with_challenge() {
+        let no_colon = basic("nocolon");
+        for h in [&b"Basic %%%"[..], no_colon.as_bytes()] {
+            let e = decide(&[h], b"grant_type=x", Conversion::ToPost, RFC).unwrap_err();
+            assert_eq!((e.status, e.code, e.www_authenticate), (401, ErrorCode::InvalidClient, true));
+        }
+    }
+
+    #[test]
+    fn body_client_id_differing_from_basic_is_invalid_request() {
+        let h = basic("app:s");
+        let e = decide(&[h.as_bytes()], b"client_id=other", Conversion::ToPost, RFC).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.description.contains("does not match"));
+    }
+
+    #[test]
+    fn basic_to_post_appends_encoded_credentials() {
+        let h = basic("my%3Aapp:%3A+%2B%25%26%3D%2F%C3%A9%2541");
+        let f = decide(&[h.as_bytes()], b"grant_type=client_credentials&scope=a+b", Conversion::ToPost, RFC)
+            .unwrap();
+        assert_eq!(f.method_seen, MethodSeen::ClientSecretBasic);
+        assert_eq!(f.authorization, HeaderChange::Remove);
+        assert_eq!(
+            f.body.as_deref(),
+            Some(&b"grant_type=client_credentials&scope=a+b&client_id=my%3Aapp&client_secret=%3A+%2B%25%26%3D%2F%C3%A9%2541"[..])
+        );
+    }
+
+    #[test]
+    fn basic_to_post_replaces_a_matching_body_client_id() {
+        let h = basic("app:s");
+        let f = decide(&[h.as_bytes()], b"client_id=app&code=c", Conversion::ToPost, RFC).unwrap();
+        assert_eq!(f.body.as_deref(), Some(&b"code=c&client_id=app&client_secret=s"[..]));
+    }
+
+    #[test]
+    fn basic_to_post_with_empty_body() {
+        let h = basic("app:s");
+        let f = decide(&[h.as_bytes()], b"", Conversion::ToPost, RFC).unwrap();
+        assert_eq!(f.body.as_deref(), Some(&b"client_id=app&client_secret=s"[..]));
+    }
+
+    #[test]
+    fn basic_on_a_to_basic_route_is_kept_as_sent() {
+        let h = basic("app:s%2B");
+        let f = decide(&[h.as_bytes()], b"grant_type=x", Conversion::ToBasic, RFC).unwrap();
+        assert_eq!((f.authorization, f.body), (HeaderChange::Keep, None));
+        // A raw upstream gets the decoded form.
+        let f = decide(&[h.as_bytes()], b"grant_type=x", Conversion::ToBasic, BasicEncoding::Raw)
+            .unwrap();
+        assert_eq!(f.authorization, HeaderChange::Set(basic("app:s+")));
+    }
+
+    #[test]
+    fn post_on_a_to_post_route_is_unchanged() {
+        let f = decide(&[], b"client_id=a&client_secret=s", Conversion::ToPost, RFC).unwrap();
+        assert_eq!((f.method_seen, f.converted()), (MethodSeen::ClientSecretPost, false));
+    }
+
+    #[test]
+    fn other_authorization_schemes_pass_unchanged() {
+        let f = decide(&[b"Bearer t"], b"grant_type=x", Conversion::ToPost, RFC).unwrap();
+        assert_eq!((f.method_seen, f.converted()), (MethodSeen::OtherScheme, false));
+        let e = decide(&[b"Bearer t"], b"client_id=a&client_secret=s", Conversion::ToBasic, RFC)
+            .unwrap_err();
+        assert_eq!(e.description, TWO_METHODS);
+    }
+
+    #[test]
+    fn client_assertion_passes_unchanged() {
+        let f = to_basic("client_assertion_type=urn%3Ax&client_assertion=jwt&client_id=a").unwrap();
+        assert_eq!((f.method_seen, f.converted()), (MethodSeen::ClientAssertion, false));
+    }
+
+    #[test]
+    fn no_error_description_contains_the_secret() {
+        let secret = "S3cr3t-Value";
+        let bodies = [
+            format!("client_id=a&client_secret={secret}&client_secret={secret}"),
+            format!("client_id=a&client_secret={secret}%zz"),
+            format!("client_secret={secret}"),
+        ];
+        for b in &bodies {
+            let e = err_of(to_basic(b));
+            assert!(!String::from_utf8_lossy(&e.body()).contains(secret));
+        }
+    }
+
+    fn param() -> impl Strategy<Value = String> {
+        // A raw, well-formed piece that is not a credential parameter.
+        ("[a-z_]{1,8}", "([A-Za-z0-9*._~!:/+-]|%[0-9A-F]{2}){0,12}")
+            .prop_filter("not a credential", |(n, _)| CredParam::from_name(n.as_bytes()).is_none())
+            .prop_map(|(n, v)| format!("{n}={v}"))
+    }
+
+    proptest! {
+        /// Converting post → basic keeps every other piece byte-exact and in order, and the
+        /// header carries exactly the decoded credentials.
+        #[test]
+        fn post_to_basic_keeps_others_and_round_trips(
+            others in proptest::collection::vec(param(), 0..6),
+            id in "\\PC{1,16}", secret in "\\PC{0,24}",
+            id_at in 0usize..7, secret_at in 0usize..8,
+        ) {
+            let mut pieces = others.clone();
+            let id_piece = format!("client_id={}", form::encode(id.as_bytes()));
+            let secret_piece = format!("client_secret={}", form::encode(secret.as_bytes()));
+            pieces.insert(id_at.min(pieces.len()), id_piece);
+            pieces.insert(secret_at.min(pieces.len()), secret_piece);
+            let body = pieces.join("&");
+
+            let f = to_basic(&body).unwrap();
+            prop_assert_eq!(f.body.unwrap(), others.join("&").into_bytes());
+            let HeaderChange::Set(h) = f.authorization else { panic!("no header") };
+            let back = basic::parse_authorization(h.as_bytes()).unwrap();
+            prop_assert_eq!(back, Authorization::Basic(Credentials {
+                client_id: id.into_bytes(), secret: secret.into_bytes() }));
+        }
+
+        /// Converting basic → post and parsing the result gives back the same credentials.
+        #[test]
+        fn basic_to_post_round_trips(
+            others in proptest::collection::vec(param(), 0..6),
+            id in "\\PC{1,16}", secret in "\\PC{0,24}",
+        ) {
+            let creds = Credentials { client_id: id.into_bytes(), secret: secret.into_bytes() };
+            let h = basic::encode(&creds, RFC).unwrap();
+            let body = others.join("&");
+            let f = decide(&[h.as_bytes()], body.as_bytes(), Conversion::ToPost, RFC).unwrap();
+            let new_body = f.body.unwrap();
+            prop_assert!(new_body.starts_with(body.as_bytes()));
+            // Converting back yields the original header.
+            let back = decide(&[], &new_body, Conversion::ToBasic, RFC).unwrap();
+            prop_assert_eq!(back.authorization, HeaderChange::Set(h));
+            prop_assert_eq!(back.body.unwrap(), body.into_bytes());
+        }
+
+        #[test]
+        fn decide_never_panics(body in any::<Vec<u8>>(), h in any::<Vec<u8>>()) {
+            let _ = decide(&[&h], &body, Conversion::ToPost, RFC);
+            let _ = decide(&[], &body, Conversion::ToBasic, BasicEncoding::Raw);
+        }
+    }
+}
