@@ -1,4 +1,19 @@
 //! tokengate: an OAuth 2.0 token-endpoint gateway on Pingora.
 //!
 //! - [`protocol`]: the pure core (form parsing, RFC 6749 §2.3.1 Basic, decisions, error bodies).
+//! - [`routing`]: which route a path belongs to (pure).
+//! - [`config`]: the TOML file, validated and lowered into [`config::Settings`].
+//! - [`upstream`]: upstream peers, timeouts and name resolution.
+//! - [`exchange`]: the seam between a decision and the request the upstream receives.
+//! - [`proxy`]: the Pingora `ProxyHttp` glue.
+//! - [`server`]: building and running the Pingora server.
+//! - [`cli`]: the command line.
+
+pub mod cli;
+pub mod config;
+pub mod exchange;
 pub mod protocol;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod upstream;

@@ -204,7 +204,10 @@ mod tests {
 
     #[test]
     fn malformed_basic_is_an_error() {
-        assert_eq!(parse_authorization(b"Basic !!!"), Err(BasicError::NotBase64));
+        assert_eq!(
+            parse_authorization(b"Basic !!!"),
+            Err(BasicError::NotBase64)
+        );
         assert_eq!(parse_authorization(b"Basic"), Err(BasicError::NoColon));
         assert_eq!(
             parse_authorization(basic("nocolon").as_bytes()),
@@ -219,7 +222,10 @@ mod tests {
     #[test]
     fn other_schemes_are_not_basic() {
         assert_eq!(parse_authorization(b"Bearer abc"), Ok(Authorization::Other));
-        assert_eq!(parse_authorization(b"Basically x"), Ok(Authorization::Other));
+        assert_eq!(
+            parse_authorization(b"Basically x"),
+            Ok(Authorization::Other)
+        );
     }
 
     #[test]

@@ -108,6 +108,43 @@ impl OAuthError {
     }
 }
 
+/// Answers for requests the upstream could not complete (issued by the gateway, RFC 6749 §5.2
+/// shape so that OAuth clients can parse them).
+impl OAuthError {
+    /// 502: connection refused, reset, TLS failure, no address.
+    pub const fn upstream_unreachable() -> Self {
+        Self::new(
+            502,
+            ErrorCode::ServerError,
+            "the authorization server could not be reached",
+        )
+    }
+
+    /// 504: connect, read or write timeout towards the upstream.
+    pub const fn upstream_timeout() -> Self {
+        Self::new(
+            504,
+            ErrorCode::TemporarilyUnavailable,
+            "the authorization server did not answer in time",
+        )
+    }
+
+    /// 408: the client did not send its whole body in time.
+    pub const fn body_timeout() -> Self {
+        Self::new(
+            408,
+            ErrorCode::InvalidRequest,
+            "the request body was not received in time",
+        )
+        .closing()
+    }
+
+    /// 400: the client's body ended before it was complete, or its framing was invalid.
+    pub const fn body_incomplete() -> Self {
+        Self::invalid_request("the request body ended before it was complete").closing()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,8 +31,8 @@ pub struct RawPair<'a> {
 ///
 /// Keeping empty pieces lets a caller rebuild the body byte for byte minus the pieces it removes.
 pub fn pieces(body: &[u8]) -> impl Iterator<Item = RawPair<'_>> {
-    body.split(|&b| b == b'&').map(|raw| {
-        match raw.iter().position(|&b| b == b'=') {
+    body.split(|&b| b == b'&')
+        .map(|raw| match raw.iter().position(|&b| b == b'=') {
             Some(eq) => RawPair {
                 raw,
                 name: &raw[..eq],
@@ -43,8 +43,7 @@ pub fn pieces(body: &[u8]) -> impl Iterator<Item = RawPair<'_>> {
                 name: raw,
                 value: &[],
             },
-        }
-    })
+        })
 }
 
 fn hex_digit(b: u8) -> Option<u8> {

@@ -10,4 +10,6 @@ pub mod token;
 
 pub use basic::{BasicEncoding, Credentials};
 pub use error::{ErrorCode, OAuthError};
-pub use token::{check_head, decide, BodyLimit, Conversion, Forward, HeaderChange, Head, MethodSeen};
+pub use token::{
+    check_head, decide, BodyLimit, Conversion, Forward, Head, HeaderChange, MethodSeen,
+};

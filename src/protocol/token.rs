@@ -133,11 +133,14 @@ pub fn too_large() -> OAuthError {
 pub fn is_form_content_type(value: Option<&[u8]>) -> bool {
     let Some(value) = value else { return false };
     let media_type = value.split(|&b| b == b';').next().unwrap_or_default();
-    media_type.trim_ascii().eq_ignore_ascii_case(FORM_CONTENT_TYPE)
+    media_type
+        .trim_ascii()
+        .eq_ignore_ascii_case(FORM_CONTENT_TYPE)
 }
 
 /// Names that carry client authentication in a form body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // named for the parameters they stand for
 enum CredParam {
     ClientId,
     ClientSecret,
@@ -196,7 +199,8 @@ fn scan_body(body: &[u8]) -> Result<BodyCredentials, OAuthError> {
     let mut found = BodyCredentials::default();
     let mut assertion_type = false;
     for (i, pair) in form::pieces(body).enumerate() {
-        let name = form::decode(pair.name).map_err(|_| OAuthError::invalid_request(MALFORMED_BODY))?;
+        let name =
+            form::decode(pair.name).map_err(|_| OAuthError::invalid_request(MALFORMED_BODY))?;
         let Some(param) = CredParam::from_name(&name) else {
             form::validate(pair.value).map_err(|_| OAuthError::invalid_request(MALFORMED_BODY))?;
             continue;
@@ -448,17 +452,34 @@ mod tests {
             "application/x-www-form-urlencoded; charset=UTF-8",
             " application/x-www-form-urlencoded ;charset=ISO-8859-1",
         ] {
-            assert!(check_head(&head("POST", Some(ok), None), LIMIT).is_ok(), "{ok}");
+            assert!(
+                check_head(&head("POST", Some(ok), None), LIMIT).is_ok(),
+                "{ok}"
+            );
         }
-        for bad in [None, Some("application/json"), Some("multipart/form-data"), Some("")] {
+        for bad in [
+            None,
+            Some("application/json"),
+            Some("multipart/form-data"),
+            Some(""),
+        ] {
             let e = check_head(&head("POST", bad, None), LIMIT).unwrap_err();
-            assert_eq!((e.status, e.code), (400, ErrorCode::InvalidRequest), "{bad:?}");
+            assert_eq!(
+                (e.status, e.code),
+                (400, ErrorCode::InvalidRequest),
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn credentials_in_query_string_are_rejected() {
-        for q in ["client_secret=x", "a=1&client_id=x", "client%5Fsecret=x", "client_assertion=j"] {
+        for q in [
+            "client_secret=x",
+            "a=1&client_id=x",
+            "client%5Fsecret=x",
+            "client_assertion=j",
+        ] {
             let e = check_head(&head("POST", FORM, Some(q)), LIMIT).unwrap_err();
             assert_eq!(e.status, 400, "{q}");
             assert!(e.description.contains("query string"));
@@ -497,13 +518,22 @@ mod tests {
             f.authorization,
             HeaderChange::Set(basic("my%3Aapp:%3A+%2B+%25+%26+%3D+%2F+%C3%A9+%2541"))
         );
-        assert_eq!(f.body.as_deref(), Some(&b"grant_type=client_credentials"[..]));
+        assert_eq!(
+            f.body.as_deref(),
+            Some(&b"grant_type=client_credentials"[..])
+        );
     }
 
     #[test]
     fn post_to_basic_raw_encoding_sends_bytes_as_is() {
         let body = "client_id=app&client_secret=a%2Bb%2541";
-        let f = decide(&[], body.as_bytes(), Conversion::ToBasic, BasicEncoding::Raw).unwrap();
+        let f = decide(
+            &[],
+            body.as_bytes(),
+            Conversion::ToBasic,
+            BasicEncoding::Raw,
+        )
+        .unwrap();
         assert_eq!(f.authorization, HeaderChange::Set(basic("app:a+b%41")));
     }
 
@@ -532,7 +562,10 @@ mod tests {
     #[test]
     fn no_credentials_at_all_pass_unchanged() {
         let f = to_basic("grant_type=client_credentials").unwrap();
-        assert_eq!((f.method_seen, f.converted()), (MethodSeen::NoneFound, false));
+        assert_eq!(
+            (f.method_seen, f.converted()),
+            (MethodSeen::NoneFound, false)
+        );
     }
 
     #[test]
@@ -567,7 +600,11 @@ mod tests {
 
     #[test]
     fn malformed_escapes_anywhere_are_invalid_request() {
-        for body in ["client_id=a%zz&client_secret=s", "code=%4&client_id=a", "%zz=1"] {
+        for body in [
+            "client_id=a%zz&client_secret=s",
+            "code=%4&client_id=a",
+            "%zz=1",
+        ] {
             let e = err_of(to_basic(body));
             assert_eq!(e.status, 400, "{body}");
             assert!(e.description.contains("percent-escape"));
@@ -577,8 +614,13 @@ mod tests {
     #[test]
     fn post_and_basic_together_is_invalid_request() {
         let h = basic("app:s");
-        let e = decide(&[h.as_bytes()], b"client_id=app&client_secret=s", Conversion::ToBasic, RFC)
-            .unwrap_err();
+        let e = decide(
+            &[h.as_bytes()],
+            b"client_id=app&client_secret=s",
+            Conversion::ToBasic,
+            RFC,
+        )
+        .unwrap_err();
         assert_eq!((e.status, e.code), (400, ErrorCode::InvalidRequest));
         assert_eq!(e.description, TWO_METHODS);
     }
@@ -588,7 +630,13 @@ mod tests {
         let e = err_of(to_basic("client_id=a&client_secret=s&client_assertion=j"));
         assert_eq!(e.description, TWO_METHODS);
         let h = basic("app:s");
-        let e = decide(&[h.as_bytes()], b"client_assertion=j", Conversion::ToPost, RFC).unwrap_err();
+        let e = decide(
+            &[h.as_bytes()],
+            b"client_assertion=j",
+            Conversion::ToPost,
+            RFC,
+        )
+        .unwrap_err();
         assert_eq!(e.description, TWO_METHODS);
     }
 
@@ -604,7 +652,10 @@ mod tests {
         let no_colon = basic("nocolon");
         for h in [&b"Basic %%%"[..], no_colon.as_bytes()] {
             let e = decide(&[h], b"grant_type=x", Conversion::ToPost, RFC).unwrap_err();
-            assert_eq!((e.status, e.code, e.www_authenticate), (401, ErrorCode::InvalidClient, true));
+            assert_eq!(
+                (e.status, e.code, e.www_authenticate),
+                (401, ErrorCode::InvalidClient, true)
+            );
         }
     }
 
@@ -619,8 +670,13 @@ mod tests {
     #[test]
     fn basic_to_post_appends_encoded_credentials() {
         let h = basic("my%3Aapp:%3A+%2B%25%26%3D%2F%C3%A9%2541");
-        let f = decide(&[h.as_bytes()], b"grant_type=client_credentials&scope=a+b", Conversion::ToPost, RFC)
-            .unwrap();
+        let f = decide(
+            &[h.as_bytes()],
+            b"grant_type=client_credentials&scope=a+b",
+            Conversion::ToPost,
+            RFC,
+        )
+        .unwrap();
         assert_eq!(f.method_seen, MethodSeen::ClientSecretBasic);
         assert_eq!(f.authorization, HeaderChange::Remove);
         assert_eq!(
@@ -632,15 +688,27 @@ mod tests {
     #[test]
     fn basic_to_post_replaces_a_matching_body_client_id() {
         let h = basic("app:s");
-        let f = decide(&[h.as_bytes()], b"client_id=app&code=c", Conversion::ToPost, RFC).unwrap();
-        assert_eq!(f.body.as_deref(), Some(&b"code=c&client_id=app&client_secret=s"[..]));
+        let f = decide(
+            &[h.as_bytes()],
+            b"client_id=app&code=c",
+            Conversion::ToPost,
+            RFC,
+        )
+        .unwrap();
+        assert_eq!(
+            f.body.as_deref(),
+            Some(&b"code=c&client_id=app&client_secret=s"[..])
+        );
     }
 
     #[test]
     fn basic_to_post_with_empty_body() {
         let h = basic("app:s");
         let f = decide(&[h.as_bytes()], b"", Conversion::ToPost, RFC).unwrap();
-        assert_eq!(f.body.as_deref(), Some(&b"client_id=app&client_secret=s"[..]));
+        assert_eq!(
+            f.body.as_deref(),
+            Some(&b"client_id=app&client_secret=s"[..])
+        );
     }
 
     #[test]
@@ -649,30 +717,49 @@ mod tests {
         let f = decide(&[h.as_bytes()], b"grant_type=x", Conversion::ToBasic, RFC).unwrap();
         assert_eq!((f.authorization, f.body), (HeaderChange::Keep, None));
         // A raw upstream gets the decoded form.
-        let f = decide(&[h.as_bytes()], b"grant_type=x", Conversion::ToBasic, BasicEncoding::Raw)
-            .unwrap();
+        let f = decide(
+            &[h.as_bytes()],
+            b"grant_type=x",
+            Conversion::ToBasic,
+            BasicEncoding::Raw,
+        )
+        .unwrap();
         assert_eq!(f.authorization, HeaderChange::Set(basic("app:s+")));
     }
 
     #[test]
     fn post_on_a_to_post_route_is_unchanged() {
         let f = decide(&[], b"client_id=a&client_secret=s", Conversion::ToPost, RFC).unwrap();
-        assert_eq!((f.method_seen, f.converted()), (MethodSeen::ClientSecretPost, false));
+        assert_eq!(
+            (f.method_seen, f.converted()),
+            (MethodSeen::ClientSecretPost, false)
+        );
     }
 
     #[test]
     fn other_authorization_schemes_pass_unchanged() {
         let f = decide(&[b"Bearer t"], b"grant_type=x", Conversion::ToPost, RFC).unwrap();
-        assert_eq!((f.method_seen, f.converted()), (MethodSeen::OtherScheme, false));
-        let e = decide(&[b"Bearer t"], b"client_id=a&client_secret=s", Conversion::ToBasic, RFC)
-            .unwrap_err();
+        assert_eq!(
+            (f.method_seen, f.converted()),
+            (MethodSeen::OtherScheme, false)
+        );
+        let e = decide(
+            &[b"Bearer t"],
+            b"client_id=a&client_secret=s",
+            Conversion::ToBasic,
+            RFC,
+        )
+        .unwrap_err();
         assert_eq!(e.description, TWO_METHODS);
     }
 
     #[test]
     fn client_assertion_passes_unchanged() {
         let f = to_basic("client_assertion_type=urn%3Ax&client_assertion=jwt&client_id=a").unwrap();
-        assert_eq!((f.method_seen, f.converted()), (MethodSeen::ClientAssertion, false));
+        assert_eq!(
+            (f.method_seen, f.converted()),
+            (MethodSeen::ClientAssertion, false)
+        );
     }
 
     #[test]
@@ -692,7 +779,9 @@ mod tests {
     fn param() -> impl Strategy<Value = String> {
         // A raw, well-formed piece that is not a credential parameter.
         ("[a-z_]{1,8}", "([A-Za-z0-9*._~!:/+-]|%[0-9A-F]{2}){0,12}")
-            .prop_filter("not a credential", |(n, _)| CredParam::from_name(n.as_bytes()).is_none())
+            .prop_filter("not a credential", |(n, _)| {
+                CredParam::from_name(n.as_bytes()).is_none()
+            })
             .prop_map(|(n, v)| format!("{n}={v}"))
     }
 

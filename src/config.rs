@@ -1,0 +1,588 @@
+//! Configuration: the TOML file operators write, validated once and lowered into [`Settings`], the
+//! typed model the gateway runs on. The file format is the public API; `Settings` is not.
+//!
+//! Every error names the key that is wrong and says what is wrong with it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::protocol::{BasicEncoding, Conversion};
+use crate::routing::PathMatcher;
+
+/// The largest body cap allowed: Pingora's request retry buffer, which holds the token body while
+/// the gateway decides, is 64 KiB.
+pub const MAX_BODY_CAP: usize = 64 * 1024;
+
+/// A configuration that could not be used, with the key it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(String),
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file format.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: FileServer,
+    #[serde(default)]
+    token: FileToken,
+    default_upstream: String,
+    upstreams: BTreeMap<String, FileUpstream>,
+    #[serde(default)]
+    routes: Vec<FileRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServer {
+    #[serde(default = "default_listen")]
+    listen: Vec<String>,
+    #[serde(default = "default_threads")]
+    threads: usize,
+    #[serde(default = "secs::<60>", deserialize_with = "duration")]
+    keepalive_timeout: Duration,
+    #[serde(default = "secs::<5>", deserialize_with = "duration")]
+    grace_period: Duration,
+    #[serde(default = "secs::<5>", deserialize_with = "duration")]
+    shutdown_timeout: Duration,
+    #[serde(default = "default_realm")]
+    realm: String,
+}
+
+impl Default for FileServer {
+    fn default() -> Self {
+        FileServer {
+            listen: default_listen(),
+            threads: default_threads(),
+            keepalive_timeout: secs::<60>(),
+            grace_period: secs::<5>(),
+            shutdown_timeout: secs::<5>(),
+            realm: default_realm(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileToken {
+    #[serde(default = "default_max_body")]
+    max_body_bytes: usize,
+    #[serde(default = "secs::<5>", deserialize_with = "duration")]
+    body_timeout: Duration,
+}
+
+impl Default for FileToken {
+    fn default() -> Self {
+        FileToken {
+            max_body_bytes: default_max_body(),
+            body_timeout: secs::<5>(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUpstream {
+    url: String,
+    host: Option<String>,
+    #[serde(default)]
+    basic_encoding: FileEncoding,
+    #[serde(default = "secs::<2>", deserialize_with = "duration")]
+    connect_timeout: Duration,
+    #[serde(default = "secs::<5>", deserialize_with = "duration")]
+    total_connection_timeout: Duration,
+    #[serde(default = "secs::<15>", deserialize_with = "duration")]
+    read_timeout: Duration,
+    #[serde(default = "secs::<15>", deserialize_with = "duration")]
+    write_timeout: Duration,
+    #[serde(default = "secs::<60>", deserialize_with = "duration")]
+    idle_timeout: Duration,
+    #[serde(default = "secs::<30>", deserialize_with = "duration")]
+    resolve_interval: Duration,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FileEncoding {
+    #[default]
+    Rfc6749,
+    Raw,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRoute {
+    name: Option<String>,
+    path: Option<String>,
+    path_prefix: Option<String>,
+    mode: FileMode,
+    upstream: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FileMode {
+    Passthrough,
+    ToBasic,
+    ToPost,
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["127.0.0.1:8080".to_string()]
+}
+fn default_threads() -> usize {
+    1
+}
+fn default_realm() -> String {
+    "tokengate".to_string()
+}
+fn default_max_body() -> usize {
+    16 * 1024
+}
+fn secs<const N: u64>() -> Duration {
+    Duration::from_secs(N)
+}
+
+/// Durations are written as `"5s"`, `"250ms"`, `"1m 30s"` (humantime).
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {s:?} ({e}); write e.g. \"5s\" or \"250ms\""
+        ))
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The internal model.
+
+/// Everything the gateway needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub token: TokenSettings,
+    pub upstreams: Vec<UpstreamSettings>,
+    pub default_upstream: usize,
+    pub routes: Vec<RouteSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: Vec<SocketAddr>,
+    pub threads: usize,
+    pub keepalive_timeout: Duration,
+    pub grace_period: Duration,
+    pub shutdown_timeout: Duration,
+    pub realm: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TokenSettings {
+    pub max_body_bytes: usize,
+    pub body_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub name: String,
+    pub tls: bool,
+    /// Host name or IP literal to connect to (also the TLS SNI).
+    pub host: String,
+    pub port: u16,
+    /// The `Host` header sent upstream.
+    pub host_header: String,
+    pub basic_encoding: BasicEncoding,
+    pub connect_timeout: Duration,
+    pub total_connection_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub resolve_interval: Duration,
+}
+
+/// What a route does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteMode {
+    /// Proxied untouched, streamed.
+    Passthrough,
+    /// Token request handling with a client-authentication conversion.
+    Convert(Conversion),
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    pub name: String,
+    pub matcher: PathMatcher,
+    pub mode: RouteMode,
+    pub upstream: usize,
+}
+
+impl Settings {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Settings::parse(&text)
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Settings, ConfigError> {
+        let file: FileConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        lower(file)
+    }
+}
+
+fn lower(file: FileConfig) -> Result<Settings, ConfigError> {
+    let server = lower_server(file.server)?;
+    let token = lower_token(file.token)?;
+
+    if file.upstreams.is_empty() {
+        return Err(invalid("upstreams", "at least one upstream is required"));
+    }
+    let mut upstreams = Vec::with_capacity(file.upstreams.len());
+    for (name, up) in file.upstreams {
+        upstreams.push(lower_upstream(name, up)?);
+    }
+    let find_upstream = |key: String, name: &str| {
+        upstreams
+            .iter()
+            .position(|u| u.name == name)
+            .ok_or_else(|| {
+                let known: Vec<_> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                invalid(
+                    key,
+                    format!("no upstream named {name:?} (known: {})", known.join(", ")),
+                )
+            })
+    };
+    let default_upstream = find_upstream("default_upstream".into(), &file.default_upstream)?;
+
+    let mut routes = Vec::with_capacity(file.routes.len());
+    for (i, r) in file.routes.into_iter().enumerate() {
+        let key = format!("routes[{i}]");
+        let matcher = match (r.path, r.path_prefix) {
+            (Some(p), None) => {
+                PathMatcher::pattern(&p).map_err(|m| invalid(format!("{key}.path"), m))?
+            }
+            (None, Some(p)) => {
+                PathMatcher::prefix(&p).map_err(|m| invalid(format!("{key}.path_prefix"), m))?
+            }
+            _ => {
+                return Err(invalid(
+                    key,
+                    "set exactly one of `path` (e.g. \"/{env_id}/as/token\") or `path_prefix`",
+                ))
+            }
+        };
+        let upstream = match &r.upstream {
+            Some(name) => find_upstream(format!("{key}.upstream"), name)?,
+            None => default_upstream,
+        };
+        let mode = match r.mode {
+            FileMode::Passthrough => RouteMode::Passthrough,
+            FileMode::ToBasic => RouteMode::Convert(Conversion::ToBasic),
+            FileMode::ToPost => RouteMode::Convert(Conversion::ToPost),
+        };
+        routes.push(RouteSettings {
+            name: r.name.unwrap_or_else(|| format!("route{i}")),
+            matcher,
+            mode,
+            upstream,
+        });
+    }
+    Ok(Settings {
+        server,
+        token,
+        upstreams,
+        default_upstream,
+        routes,
+    })
+}
+
+fn lower_server(s: FileServer) -> Result<ServerSettings, ConfigError> {
+    if s.listen.is_empty() {
+        return Err(invalid("server.listen", "at least one address is required"));
+    }
+    let listen = s
+        .listen
+        .iter()
+        .map(|a| {
+            a.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "server.listen",
+                    format!("{a:?} is not an IP:port address (e.g. \"127.0.0.1:8080\")"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if !(1..=256).contains(&s.threads) {
+        return Err(invalid("server.threads", "must be between 1 and 256"));
+    }
+    if s.realm.contains(['"', '\\']) || s.realm.chars().any(char::is_control) {
+        return Err(invalid(
+            "server.realm",
+            "must not contain quotes, backslashes or control characters",
+        ));
+    }
+    Ok(ServerSettings {
+        listen,
+        threads: s.threads,
+        keepalive_timeout: s.keepalive_timeout,
+        grace_period: s.grace_period,
+        shutdown_timeout: s.shutdown_timeout,
+        realm: s.realm,
+    })
+}
+
+fn lower_token(t: FileToken) -> Result<TokenSettings, ConfigError> {
+    if t.max_body_bytes == 0 || t.max_body_bytes > MAX_BODY_CAP {
+        return Err(invalid(
+            "token.max_body_bytes",
+            format!("must be between 1 and {MAX_BODY_CAP}"),
+        ));
+    }
+    if t.body_timeout.is_zero() {
+        return Err(invalid("token.body_timeout", "must be greater than zero"));
+    }
+    Ok(TokenSettings {
+        max_body_bytes: t.max_body_bytes,
+        body_timeout: t.body_timeout,
+    })
+}
+
+fn lower_upstream(name: String, u: FileUpstream) -> Result<UpstreamSettings, ConfigError> {
+    let key = format!("upstreams.{name}");
+    let url = url::Url::parse(&u.url).map_err(|e| {
+        invalid(
+            format!("{key}.url"),
+            format!("{:?} is not a URL: {e}", u.url),
+        )
+    })?;
+    let tls = match url.scheme() {
+        "http" => false,
+        "https" => true,
+        other => {
+            return Err(invalid(
+                format!("{key}.url"),
+                format!("scheme {other:?} is not supported; use http or https"),
+            ))
+        }
+    };
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(
+            format!("{key}.url"),
+            "must be scheme://host[:port] only; requests keep their own path",
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            format!("{key}.url"),
+            "must not contain credentials",
+        ));
+    }
+    let host = match url.host() {
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        Some(h) => h.to_string(),
+        None => return Err(invalid(format!("{key}.url"), "has no host")),
+    };
+    let port = url
+        .port_or_known_default()
+        .unwrap_or(if tls { 443 } else { 80 });
+    let host_header = match u.host {
+        Some(h) if h.is_empty() || h.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            return Err(invalid(
+                format!("{key}.host"),
+                "must be a non-empty host name",
+            ))
+        }
+        Some(h) => h,
+        None => match url.port() {
+            Some(p) => format!("{}:{p}", url.host_str().unwrap_or(&host)),
+            None => url.host_str().unwrap_or(&host).to_string(),
+        },
+    };
+    for (field, d) in [
+        ("connect_timeout", u.connect_timeout),
+        ("total_connection_timeout", u.total_connection_timeout),
+        ("read_timeout", u.read_timeout),
+        ("write_timeout", u.write_timeout),
+        ("idle_timeout", u.idle_timeout),
+        ("resolve_interval", u.resolve_interval),
+    ] {
+        if d.is_zero() {
+            return Err(invalid(
+                format!("{key}.{field}"),
+                "must be greater than zero",
+            ));
+        }
+    }
+    Ok(UpstreamSettings {
+        name,
+        tls,
+        host,
+        port,
+        host_header,
+        basic_encoding: match u.basic_encoding {
+            FileEncoding::Rfc6749 => BasicEncoding::Rfc6749,
+            FileEncoding::Raw => BasicEncoding::Raw,
+        },
+        connect_timeout: u.connect_timeout,
+        total_connection_timeout: u.total_connection_timeout,
+        read_timeout: u.read_timeout,
+        write_timeout: u.write_timeout,
+        idle_timeout: u.idle_timeout,
+        resolve_interval: u.resolve_interval,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        default_upstream = "idp"
+        [upstreams.idp]
+        url = "http://127.0.0.1:9000"
+    "#;
+
+    fn err(text: &str) -> String {
+        Settings::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let s = Settings::parse(MINIMAL).unwrap();
+        assert_eq!(s.server.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(s.token.max_body_bytes, 16 * 1024);
+        assert_eq!(s.token.body_timeout, Duration::from_secs(5));
+        let up = &s.upstreams[0];
+        assert_eq!(
+            (up.tls, up.host.as_str(), up.port),
+            (false, "127.0.0.1", 9000)
+        );
+        assert_eq!(up.host_header, "127.0.0.1:9000");
+        assert_eq!(up.basic_encoding, BasicEncoding::Rfc6749);
+        assert!(s.routes.is_empty());
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        for f in ["conf/tokengate.toml", "conf/demo.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+            Settings::load(&path).unwrap_or_else(|e| panic!("{f}: {e}"));
+        }
+    }
+
+    #[test]
+    fn https_upstream_defaults_to_443_and_host_header_without_port() {
+        let s = Settings::parse(
+            r#"default_upstream = "p"
+               [upstreams.p]
+               url = "https://auth.pingone.eu"
+               basic_encoding = "raw""#,
+        )
+        .unwrap();
+        let up = &s.upstreams[0];
+        assert_eq!((up.tls, up.port), (true, 443));
+        assert_eq!(up.host_header, "auth.pingone.eu");
+        assert_eq!(up.basic_encoding, BasicEncoding::Raw);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let e = err(&format!("{MINIMAL}\n[token]\nmax_body = 1\n"));
+        assert!(e.contains("unknown field `max_body`"), "{e}");
+        let e = err(&format!("{MINIMAL}\nlisten = 1\n"));
+        assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("[token]\nmax_body_bytes = 0", "token.max_body_bytes"),
+            ("[token]\nmax_body_bytes = 70000", "token.max_body_bytes"),
+            ("[server]\nlisten = [\"localhost\"]", "server.listen"),
+            ("[server]\nthreads = 0", "server.threads"),
+            ("[[routes]]\nmode = \"to_basic\"", "routes[0]"),
+            (
+                "[[routes]]\npath = \"as/token\"\nmode = \"to_basic\"",
+                "routes[0].path",
+            ),
+            (
+                "[[routes]]\npath = \"/x\"\nmode = \"to_post\"\nupstream = \"nope\"",
+                "routes[0].upstream",
+            ),
+        ];
+        for (extra, key) in cases {
+            let e = err(&format!("{MINIMAL}\n{extra}\n"));
+            assert!(e.starts_with(key), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_mode_and_duration_are_reported_with_their_key() {
+        let e = err(&format!(
+            "{MINIMAL}\n[[routes]]\npath = \"/x\"\nmode = \"to_jwt\"\n"
+        ));
+        assert!(e.contains("to_jwt") && e.contains("mode"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}\n[token]\nbody_timeout = \"5 parsecs\"\n"
+        ));
+        assert!(
+            e.contains("body_timeout") && e.contains("invalid duration"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn upstream_urls_are_checked() {
+        for (url, what) in [
+            ("ftp://x", "scheme"),
+            ("http://x/realms/a", "requests keep their own path"),
+            ("http://u:p@x", "credentials"),
+            ("not a url", "not a URL"),
+        ] {
+            let e = err(&format!(
+                "default_upstream = \"a\"\n[upstreams.a]\nurl = \"{url}\"\n"
+            ));
+            assert!(
+                e.starts_with("upstreams.a.url") && e.contains(what),
+                "{url}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_default_upstream_is_rejected() {
+        let e = err("default_upstream = \"b\"\n[upstreams.a]\nurl = \"http://x\"\n");
+        assert!(
+            e.starts_with("default_upstream") && e.contains("known: a"),
+            "{e}"
+        );
+    }
+}

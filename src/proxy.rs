@@ -1,0 +1,267 @@
+//! The Pingora glue: one `ProxyHttp` implementation that routes each request and hands token
+//! requests to the protocol core. Read top to bottom, it is the life of a request.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType};
+
+use crate::config::{RouteMode, Settings};
+use crate::exchange::{self, Exchange};
+use crate::protocol::{self, token, BodyLimit, Conversion, OAuthError};
+use crate::routing;
+use crate::upstream::Upstream;
+
+/// The gateway: configuration and upstreams, shared by every request.
+pub struct Gateway {
+    settings: Arc<Settings>,
+    upstreams: Arc<[Upstream]>,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    started: Instant,
+    route: Option<usize>,
+    env_id: Option<String>,
+    upstream: usize,
+    exchange: Option<Exchange>,
+    /// The status of an answer the gateway gave itself.
+    local_status: Option<u16>,
+}
+
+impl Gateway {
+    pub fn new(settings: Arc<Settings>, upstreams: Arc<[Upstream]>) -> Gateway {
+        Gateway {
+            settings,
+            upstreams,
+        }
+    }
+
+    /// Checks, reads and decides a token request. `Ok` carries what to forward.
+    async fn token_request(
+        &self,
+        session: &mut Session,
+        conversion: Conversion,
+        upstream: &Upstream,
+    ) -> Result<Exchange, OAuthError> {
+        let limits = self.settings.token;
+        let req = session.req_header();
+        let head = token::Head {
+            method: req.method.as_str().as_bytes(),
+            content_type: req.headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+            query: req.uri.query().map(str::as_bytes),
+            content_length: req
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.trim().parse().ok()),
+        };
+        let limit = BodyLimit {
+            max_bytes: limits.max_body_bytes,
+        };
+        // The body is still unread: whatever is refused here closes the connection.
+        token::check_head(&head, limit).map_err(OAuthError::closing)?;
+
+        let expects_continue = req
+            .headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if expects_continue {
+            session
+                .as_downstream_mut()
+                .write_continue_response()
+                .await
+                .map_err(|_| OAuthError::body_incomplete())?;
+        }
+
+        let body = exchange::read_body(
+            session.as_downstream_mut(),
+            limits.max_body_bytes,
+            limits.body_timeout,
+        )
+        .await?;
+
+        let authorization: Vec<&[u8]> = session
+            .req_header()
+            .headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        let forward = protocol::decide(
+            &authorization,
+            &body,
+            conversion,
+            upstream.settings.basic_encoding,
+        )?;
+        Ok(Exchange::new(forward, body))
+    }
+
+    /// Writes a local RFC 6749 §5.2 answer.
+    async fn answer(&self, session: &mut Session, e: &OAuthError) -> pingora::Result<()> {
+        if e.close {
+            session.as_downstream_mut().set_keepalive(None);
+        }
+        let body = Bytes::from(e.body());
+        let headers = e.headers(&self.settings.server.realm);
+        let mut resp = ResponseHeader::build(e.status, Some(headers.len() + 1))?;
+        for (name, value) in headers {
+            resp.insert_header(name, value)?;
+        }
+        resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(())
+    }
+}
+
+/// Maps a failed proxy attempt to the answer the client gets (`None`: the client is gone).
+fn failure_answer(e: &Error) -> Option<OAuthError> {
+    use ErrorType::*;
+    match (e.esource(), e.etype()) {
+        (_, ConnectTimedout | TLSHandshakeTimedout) => Some(OAuthError::upstream_timeout()),
+        (ErrorSource::Upstream, ReadTimedout | WriteTimedout) => {
+            Some(OAuthError::upstream_timeout())
+        }
+        (ErrorSource::Upstream, _) => Some(OAuthError::upstream_unreachable()),
+        (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => None,
+        (ErrorSource::Downstream, ReadTimedout) => Some(OAuthError::body_timeout()),
+        (ErrorSource::Downstream, _) => Some(OAuthError::body_incomplete()),
+        _ => Some(OAuthError::new(
+            500,
+            protocol::ErrorCode::ServerError,
+            "the gateway failed to handle the request",
+        )),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            started: Instant::now(),
+            route: None,
+            env_id: None,
+            upstream: self.settings.default_upstream,
+            exchange: None,
+            local_status: None,
+        }
+    }
+
+    /// Routes the request; token routes are checked, read and decided here.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        let keepalive = self.settings.server.keepalive_timeout.as_secs().max(1);
+        session.as_downstream_mut().set_keepalive(Some(keepalive));
+
+        let path = session.req_header().uri.path();
+        let Some(m) = routing::route(self.settings.routes.iter().map(|r| &r.matcher), path) else {
+            return Ok(false);
+        };
+        let route = &self.settings.routes[m.route];
+        ctx.route = Some(m.route);
+        ctx.env_id = m.env_id.map(str::to_string);
+        ctx.upstream = route.upstream;
+        let RouteMode::Convert(conversion) = route.mode else {
+            return Ok(false);
+        };
+        let upstream = &self.upstreams[route.upstream];
+        match self.token_request(session, conversion, upstream).await {
+            Ok(exchange) => {
+                ctx.exchange = Some(exchange);
+                Ok(false)
+            }
+            Err(e) => {
+                ctx.local_status = Some(e.status);
+                self.answer(session, &e).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let upstream = &self.upstreams[ctx.upstream];
+        upstream.peer().ok_or_else(|| {
+            Error::explain(ErrorType::ConnectNoRoute, "upstream host not resolved").into_up()
+        })
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        let upstream = &self.upstreams[ctx.upstream];
+        upstream_request.insert_header(header::HOST, upstream.settings.host_header.as_str())?;
+        if let Some(exchange) = &ctx.exchange {
+            exchange.apply_head(upstream_request)?;
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let Some(exchange) = &mut ctx.exchange {
+            exchange.replace_body(body);
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let answer = failure_answer(e);
+        let status = answer.as_ref().map_or(0, |a| a.status);
+        if let Some(a) = answer {
+            if session.response_written().is_none() {
+                ctx.local_status = Some(a.status);
+                if let Err(err) = self.answer(session, &a).await {
+                    tracing::debug!(error = %err, "could not send the error answer");
+                }
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let Some(route) = ctx.route else { return };
+        let status = ctx
+            .local_status
+            .or_else(|| session.response_written().map(|r| r.status.as_u16()))
+            .unwrap_or(0);
+        let (method_seen, action) = match &ctx.exchange {
+            Some(x) if x.forward.converted() => (x.forward.method_seen.as_str(), "converted"),
+            Some(x) => (x.forward.method_seen.as_str(), "forwarded"),
+            None if ctx.local_status.is_some() => ("-", "rejected"),
+            None => ("-", "passthrough"),
+        };
+        // Never log credentials: only the route, the environment and what was decided.
+        tracing::info!(
+            route = %self.settings.routes[route].name,
+            env_id = ctx.env_id.as_deref().unwrap_or("-"),
+            method_seen,
+            action,
+            status,
+            error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
+            elapsed_ms = ctx.started.elapsed().as_millis() as u64,
+            "token request"
+        );
+    }
+}

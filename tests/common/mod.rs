@@ -1,0 +1,420 @@
+//! Test harness: a recording upstream, the real gateway on an ephemeral loopback port, and a raw
+//! HTTP/1.1 client that sends exactly the bytes a test asks for.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
+use tokengate::config::Settings;
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+// ------------------------------------------------------------------------------------------
+// HTTP messages.
+
+/// A parsed HTTP/1.1 message (request or response) with its exact bytes.
+#[derive(Clone, Default)]
+pub struct Message {
+    /// Request line or status line.
+    pub start: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}", self.start)?;
+        for (n, v) in &self.headers {
+            writeln!(f, "{n}: {}", String::from_utf8_lossy(v))?;
+        }
+        write!(f, "\n{}", self.body_str())
+    }
+}
+
+impl Message {
+    /// All values of a header (case-insensitive name).
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+
+    /// The one value of a header, or `None`; panics if repeated.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let all = self.all(name);
+        assert!(all.len() <= 1, "header {name} repeated: {all:?}");
+        all.into_iter().next()
+    }
+
+    pub fn status(&self) -> u16 {
+        self.start
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn target(&self) -> &str {
+        self.start.split(' ').nth(1).unwrap_or("")
+    }
+
+    pub fn body_str(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body_str()))
+    }
+}
+
+/// Reads one message head and body from `r`. `None` on a clean EOF before any byte.
+pub fn read_message(
+    r: &mut impl BufRead,
+    is_response_to_head: bool,
+) -> std::io::Result<Option<Message>> {
+    let mut start = String::new();
+    if r.read_line(&mut start)? == 0 {
+        return Ok(None);
+    }
+    let mut msg = Message {
+        start: start.trim_end().to_string(),
+        ..Default::default()
+    };
+    loop {
+        let mut line = Vec::new();
+        r.read_until(b'\n', &mut line)?;
+        if line.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "eof in head",
+            ));
+        }
+        let line = line.strip_suffix(b"\r\n").unwrap_or(&line).to_vec();
+        if line.is_empty() {
+            break;
+        }
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .expect("header without colon");
+        let name = String::from_utf8_lossy(&line[..colon]).into_owned();
+        let value = line[colon + 1..].trim_ascii().to_vec();
+        msg.headers.push((name, value));
+    }
+    if is_response_to_head || msg.status() == 100 && msg.start.starts_with("HTTP/") {
+        return Ok(Some(msg));
+    }
+    let chunked = msg
+        .all("transfer-encoding")
+        .iter()
+        .any(|v| v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size)?;
+            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk"))?;
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk)?;
+            msg.body.extend_from_slice(&chunk[..n]);
+            if n == 0 {
+                break;
+            }
+        }
+    } else if let Some(cl) = msg.header("content-length") {
+        let mut body = vec![0; cl.parse().expect("content-length")];
+        r.read_exact(&mut body)?;
+        msg.body = body;
+    } else if msg.start.starts_with("HTTP/")
+        && msg.status() >= 200
+        && msg.status() != 204
+        && msg.status() != 304
+    {
+        r.read_to_end(&mut msg.body)?;
+    }
+    Ok(Some(msg))
+}
+
+// ------------------------------------------------------------------------------------------
+// The recording upstream.
+
+/// How the test upstream answers.
+#[derive(Clone)]
+pub struct Behaviour {
+    /// Answer 401 unless the request carries `Authorization: Basic` (a Basic-only server).
+    pub basic_only: bool,
+    /// Wait this long before answering.
+    pub delay: Duration,
+    /// The full response to send (default: 200 with a token JSON body).
+    pub response: Vec<u8>,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            basic_only: false,
+            delay: Duration::ZERO,
+            response: response(200, &[("Content-Type", "application/json")], TOKEN_JSON),
+        }
+    }
+}
+
+pub const TOKEN_JSON: &str = r#"{"access_token":"at-123","token_type":"Bearer","expires_in":3600}"#;
+
+/// A full HTTP/1.1 response with a Content-Length.
+pub fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status} X\r\n");
+    for (n, v) in headers {
+        out.push_str(&format!("{n}: {v}\r\n"));
+    }
+    out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    out.into_bytes()
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 that records every request it receives, exactly.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    received: Arc<(Mutex<Vec<Message>>, Condvar)>,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Upstream {
+    pub fn start(behaviour: Behaviour) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (rec, stop2) = (received.clone(), stop.clone());
+        let accept = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(conn) = conn else { continue };
+                let (rec, b) = (rec.clone(), behaviour.clone());
+                std::thread::spawn(move || serve(conn, rec, b));
+            }
+        });
+        Upstream {
+            addr,
+            received,
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Message> {
+        self.received.0.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` requests have arrived and returns them.
+    pub fn wait_for(&self, n: usize) -> Vec<Message> {
+        let (lock, cv) = &*self.received;
+        let (got, timeout) = cv
+            .wait_timeout_while(lock.lock().unwrap(), WAIT, |v| v.len() < n)
+            .unwrap();
+        assert!(
+            !timeout.timed_out(),
+            "upstream got {} of {n} requests",
+            got.len()
+        );
+        got.clone()
+    }
+
+    /// The one request received (waits for it).
+    pub fn only(&self) -> Message {
+        let all = self.wait_for(1);
+        assert_eq!(all.len(), 1, "expected exactly one upstream request");
+        all[0].clone()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(conn: TcpStream, rec: Arc<(Mutex<Vec<Message>>, Condvar)>, b: Behaviour) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut w = conn.try_clone().unwrap();
+    let mut r = BufReader::new(conn);
+    while let Ok(Some(req)) = read_message(&mut r, false) {
+        let basic = req
+            .header("authorization")
+            .is_some_and(|v| v.to_ascii_lowercase().starts_with("basic "));
+        {
+            let (lock, cv) = &*rec;
+            lock.lock().unwrap().push(req);
+            cv.notify_all();
+        }
+        std::thread::sleep(b.delay);
+        let out = if b.basic_only && !basic {
+            response(
+                401,
+                &[("WWW-Authenticate", "Basic realm=\"upstream\"")],
+                r#"{"error":"invalid_client","error_description":"Basic only"}"#,
+            )
+        } else {
+            b.response.clone()
+        };
+        if w.write_all(&out).is_err() {
+            return;
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The gateway.
+
+struct TestShutdown(Arc<tokio::sync::Notify>);
+
+#[async_trait]
+impl ShutdownSignalWatch for TestShutdown {
+    async fn recv(&self) -> ShutdownSignal {
+        self.0.notified().await;
+        ShutdownSignal::FastShutdown
+    }
+}
+
+/// The real gateway (Pingora server) running on an ephemeral 127.0.0.1 port.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    shutdown: Arc<tokio::sync::Notify>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A configuration with one upstream (`up`, at `upstream`) and the given extra TOML.
+pub fn config(upstream: SocketAddr, extra: &str) -> String {
+    format!(
+        "default_upstream = \"up\"\n\
+         [upstreams.up]\nurl = \"http://{upstream}\"\nread_timeout = \"2s\"\n\
+         connect_timeout = \"1s\"\ntotal_connection_timeout = \"1s\"\n{extra}\n"
+    )
+}
+
+/// Routes for the PingOne token path in a given mode.
+pub fn token_route(mode: &str) -> String {
+    format!("[[routes]]\nname = \"token\"\npath = \"/{{env_id}}/as/token\"\nmode = \"{mode}\"\n")
+}
+
+impl Gateway {
+    /// Starts the gateway with `toml` (its `[server]` listen address is set here).
+    pub fn start(toml: &str) -> Gateway {
+        for _ in 0..5 {
+            let port = free_port();
+            let text = format!("{toml}\n[server]\nlisten = [\"127.0.0.1:{port}\"]\n");
+            let settings = Settings::parse(&text).expect("test config");
+            let shutdown = Arc::new(tokio::sync::Notify::new());
+            let signal = TestShutdown(shutdown.clone());
+            let thread = std::thread::spawn(move || {
+                tokengate::server::run(settings, Some(Box::new(signal)));
+            });
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let deadline = Instant::now() + WAIT;
+            while Instant::now() < deadline && !thread.is_finished() {
+                if TcpStream::connect(addr).is_ok() {
+                    return Gateway {
+                        addr,
+                        shutdown,
+                        thread: Some(thread),
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            shutdown.notify_one();
+            let _ = thread.join();
+        }
+        panic!("gateway did not start");
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s
+    }
+
+    /// Sends raw bytes on a new connection and reads one response.
+    pub fn send(&self, raw: &[u8]) -> Message {
+        let mut s = self.connect();
+        s.write_all(raw).unwrap();
+        read_message(&mut BufReader::new(s), false)
+            .unwrap()
+            .expect("no response")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A token POST with the given extra headers and body.
+pub fn token_post(path: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let mut out = format!("POST {path} HTTP/1.1\r\nHost: gw.test\r\n");
+    for (n, v) in headers {
+        out.push_str(&format!("{n}: {v}\r\n"));
+    }
+    out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    out.into_bytes()
+}
+
+pub const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+pub const ENV: &str = "/5a0b3c2d-1111-2222-3333-444455556666/as/token";
+
+/// base64 of `plain`, as a Basic header value.
+pub fn basic(plain: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(plain)
+    )
+}
+
+/// Asserts a local RFC 6749 §5.2 error answer and returns its `error` code.
+pub fn assert_oauth_error(resp: &Message, status: u16, code: &str) {
+    assert_eq!(resp.status(), status, "{resp:?}");
+    assert_eq!(
+        resp.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(resp.header("cache-control").as_deref(), Some("no-store"));
+    assert_eq!(resp.header("pragma").as_deref(), Some("no-cache"));
+    let v = resp.json();
+    assert_eq!(v["error"], code, "{v}");
+    assert!(v["error_description"]
+        .as_str()
+        .is_some_and(|d| !d.is_empty()));
+}
+
+/// Half-closes a stream for writing.
+pub fn half_close(s: &TcpStream) {
+    s.shutdown(Shutdown::Write).unwrap();
+}
