@@ -69,11 +69,22 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Pingora's crates print whole request headers (Authorization included) at debug level: they are
+/// capped at info whatever `TOKENGATE_LOG` asks for, so that no secret reaches a log line.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TOKENGATE_LOG")
+    use tracing_subscriber::filter::{filter_fn, FilterExt};
+    use tracing_subscriber::prelude::*;
+
+    let env = tracing_subscriber::EnvFilter::try_from_env("TOKENGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let pingora_cap = filter_fn(|meta| {
+        !(meta.target().starts_with("pingora") && *meta.level() > tracing::Level::INFO)
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(env.and(pingora_cap)),
+        )
         .init();
 }

@@ -240,6 +240,13 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// Pingora's own error lines name the request with this: method and path, never the query
+    /// string (which may carry credentials on the untouched routes).
+    fn request_summary(&self, session: &Session, _ctx: &Ctx) -> String {
+        let req = session.req_header();
+        format!("{} {}", req.method, req.uri.path())
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let Some(route) = ctx.route else { return };
         let status = ctx

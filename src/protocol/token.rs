@@ -260,6 +260,13 @@ pub fn decide(
     };
     let found = scan_body(body)?;
 
+    if found
+        .client_id
+        .as_ref()
+        .is_some_and(|(_, id)| id.is_empty())
+    {
+        return Err(OAuthError::invalid_request("client_id is empty"));
+    }
     if found.client_secret.is_some() && found.client_id.is_none() {
         return Err(OAuthError::invalid_request(
             "client_secret was sent without client_id",
@@ -572,6 +579,18 @@ mod tests {
     fn secret_without_client_id_is_invalid_request() {
         let e = err_of(to_basic("client_secret=s"));
         assert_eq!((e.status, e.code), (400, ErrorCode::InvalidRequest));
+    }
+
+    #[test]
+    fn empty_client_id_is_invalid_request() {
+        for body in ["client_id=&client_secret=s", "client_id=&grant_type=x"] {
+            let e = err_of(to_basic(body));
+            assert_eq!(
+                (e.status, e.description),
+                (400, "client_id is empty"),
+                "{body}"
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,210 @@
+//! The real `tokengate` binary: its command line, and the PingOne sample request sent by real curl
+//! through the running gateway to a Basic-only upstream.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tokengate");
+
+fn tokengate(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run tokengate")
+}
+
+#[test]
+fn version_and_help() {
+    let out = tokengate(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("tokengate {}", env!("CARGO_PKG_VERSION"))
+    );
+    let help = String::from_utf8_lossy(&tokengate(&["--help"]).stdout).into_owned();
+    assert!(
+        help.contains("run") && help.contains("check-config"),
+        "{help}"
+    );
+}
+
+#[test]
+fn check_config_accepts_the_shipped_default() {
+    let out = tokengate(&["check-config"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("conf/tokengate.toml: ok"));
+    assert!(tokengate(&["check-config", "conf/demo.toml"])
+        .status
+        .success());
+}
+
+#[test]
+fn check_config_rejects_a_bad_file_naming_the_key() {
+    let dir = tempdir();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "default_upstream = \"a\"\n[upstreams.a]\nurl = \"http://127.0.0.1:1\"\n\
+         [token]\nmax_body_bytes = 1000000\n",
+    )
+    .unwrap();
+    let out = tokengate(&["check-config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("token.max_body_bytes: must be between 1 and 65536"),
+        "{err}"
+    );
+
+    let out = tokengate(&["check-config", dir.join("missing.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+
+    let out = tokengate(&["run", "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "tokengate-test-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The PingOne documentation's curl sample, aimed at `base`.
+fn pingone_curl(base: &str, client_id: &str, secret: &str) -> std::process::Output {
+    Command::new("curl")
+        .args([
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "10",
+            "--location",
+            "--globoff",
+        ])
+        .arg(format!("{base}{ENV}"))
+        .args([
+            "--header",
+            "Content-Type: application/x-www-form-urlencoded",
+        ])
+        .args(["--data-urlencode", "grant_type=authorization_code"])
+        .args(["--data-urlencode", "code=c0de-{{postAuthCode}}"])
+        .args([
+            "--data-urlencode",
+            "redirect_uri=http://localhost:3000/callback",
+        ])
+        .args(["--data-urlencode", &format!("client_id={client_id}")])
+        .args(["--data-urlencode", &format!("client_secret={secret}")])
+        .output()
+        .expect("curl is installed (.ci/run installs it)")
+}
+
+#[test]
+fn pingone_sample_curl_reaches_a_basic_only_upstream_as_rfc6749_basic() {
+    let client_id = "web:app";
+    let secret = "S3cr:t+/=&%41 é-Zq9";
+    // What curl sends when it talks to the upstream directly (the upstream refuses it: POST auth).
+    let up = Upstream::start(Behaviour {
+        basic_only: true,
+        ..Default::default()
+    });
+    let direct = pingone_curl(&format!("http://{}", up.addr), client_id, secret);
+    assert!(String::from_utf8_lossy(&direct.stdout).contains("Basic only"));
+    let sent_by_curl = up.only().body_str();
+
+    // The same request through the real binary.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempdir();
+    let conf = dir.join("tokengate.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}[server]\nlisten = [\"127.0.0.1:{port}\"]\ngrace_period = \"0s\"\nshutdown_timeout = \"1s\"\n",
+            config(up.addr, &token_route("to_basic"))
+        ),
+    )
+    .unwrap();
+    let log_path = dir.join("stderr.log");
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", conf.to_str().unwrap()])
+        .env("TOKENGATE_LOG", "trace,pingora_proxy::proxy_h1=trace")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not start");
+        assert!(child.try_wait().unwrap().is_none(), "gateway exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let out = pingone_curl(&format!("http://127.0.0.1:{port}"), client_id, secret);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), TOKEN_JSON);
+
+    let via_gateway = up.wait_for(2)[1].clone();
+    let expected_body: Vec<&str> = sent_by_curl
+        .split('&')
+        .filter(|p| !p.starts_with("client_id=") && !p.starts_with("client_secret="))
+        .collect();
+    assert_eq!(via_gateway.body_str(), expected_body.join("&"));
+    assert_eq!(
+        via_gateway.header("authorization").unwrap(),
+        basic("web%3Aapp:S3cr%3At%2B%2F%3D%26%2541+%C3%A9-Zq9")
+    );
+
+    // A rejected request too, so that error paths are logged as well.
+    let rejected = pingone_curl(&format!("http://127.0.0.1:{port}"), "", secret);
+    assert!(String::from_utf8_lossy(&rejected.stdout).contains("invalid_request"));
+
+    // SIGTERM: the gateway stops gracefully and promptly.
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("gateway did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+
+    let mut log = String::new();
+    std::fs::File::open(&log_path)
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(log.contains("token request"), "no access log line:\n{log}");
+    for needle in ["S3cr", "%2541", "Zq9", "d2Vi"] {
+        assert!(
+            !log.contains(needle),
+            "log contains secret material {needle:?}:\n{log}"
+        );
+    }
+}
