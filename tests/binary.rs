@@ -75,6 +75,16 @@ fn check_config_rejects_a_bad_file_naming_the_key() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// Stops the child process when the test ends, also when it fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn tempdir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "tokengate-test-{}-{:?}",
@@ -143,13 +153,16 @@ fn pingone_sample_curl_reaches_a_basic_only_upstream_as_rfc6749_basic() {
     )
     .unwrap();
     let log_path = dir.join("stderr.log");
-    let mut child = Command::new(BIN)
-        .args(["run", "--config", conf.to_str().unwrap()])
-        .env("TOKENGATE_LOG", "trace,pingora_proxy::proxy_h1=trace")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(["run", "--config", conf.to_str().unwrap()])
+            .env("TOKENGATE_LOG", "trace,pingora_proxy::proxy_h1=trace")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
     let deadline = Instant::now() + WAIT;
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "gateway did not start");
@@ -187,10 +200,7 @@ fn pingone_sample_curl_reaches_a_basic_only_upstream_as_rfc6749_basic() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("gateway did not stop on SIGTERM");
-        }
+        assert!(Instant::now() < deadline, "gateway did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}");

@@ -267,17 +267,17 @@ pub fn decide(
     {
         return Err(OAuthError::invalid_request("client_id is empty"));
     }
-    if found.client_secret.is_some() && found.client_id.is_none() {
-        return Err(OAuthError::invalid_request(
-            "client_secret was sent without client_id",
-        ));
-    }
     // RFC 6749 §2.3: one method per request.
     let body_secret_or_assertion = found.client_secret.is_some() || found.assertion;
     if (header.is_some() && body_secret_or_assertion)
         || (found.client_secret.is_some() && found.assertion)
     {
         return Err(OAuthError::invalid_request(TWO_METHODS));
+    }
+    if found.client_secret.is_some() && found.client_id.is_none() {
+        return Err(OAuthError::invalid_request(
+            "client_secret was sent without client_id",
+        ));
     }
 
     match header {
@@ -641,6 +641,19 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!((e.status, e.code), (400, ErrorCode::InvalidRequest));
+        assert_eq!(e.description, TWO_METHODS);
+    }
+
+    #[test]
+    fn basic_and_a_body_secret_without_client_id_is_two_methods() {
+        let h = basic("app:s");
+        let e = decide(
+            &[h.as_bytes()],
+            b"client_secret=s",
+            Conversion::ToBasic,
+            RFC,
+        )
+        .unwrap_err();
         assert_eq!(e.description, TWO_METHODS);
     }
 
