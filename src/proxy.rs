@@ -171,6 +171,11 @@ impl ProxyHttp for Gateway {
         let RouteMode::Convert(conversion) = route.mode else {
             return Ok(false);
         };
+        // A CORS preflight is not a token request: the authorization server answers it (browser
+        // apps using PKCE send one before their POST).
+        if session.req_header().method == http::Method::OPTIONS {
+            return Ok(false);
+        }
         let upstream = &self.upstreams[route.upstream];
         match self.token_request(session, conversion, upstream).await {
             Ok(exchange) => {

@@ -103,6 +103,57 @@ fn public_client_and_requests_without_credentials_are_forwarded_unchanged() {
 }
 
 #[test]
+fn empty_secret_is_converted_to_basic_with_an_empty_password() {
+    let up = Upstream::start(Behaviour::default());
+    let gw = gateway(&up, "to_basic", "");
+    let resp = gw.send(&token_post(
+        ENV,
+        &[FORM],
+        "grant_type=x&client_id=app&client_secret=",
+    ));
+    assert_eq!(resp.status(), 200);
+    let got = up.only();
+    assert_eq!(got.header("authorization").unwrap(), basic("app:"));
+    assert_eq!(got.body_str(), "grant_type=x");
+}
+
+#[test]
+fn mixed_case_header_names_are_understood() {
+    let up = Upstream::start(Behaviour::default());
+    let gw = gateway(&up, "to_post", "");
+    let auth = basic("app:s");
+    let resp = gw.send(&token_post(
+        ENV,
+        &[
+            ("CONTENT-TYPE", "application/x-www-form-urlencoded"),
+            ("AUTHORIZATION", &auth),
+        ],
+        "grant_type=x",
+    ));
+    assert_eq!(resp.status(), 200);
+    let got = up.only();
+    assert_eq!(got.header("authorization"), None);
+    assert_eq!(got.body_str(), "grant_type=x&client_id=app&client_secret=s");
+}
+
+#[test]
+fn cors_preflight_on_a_token_route_goes_to_the_authorization_server() {
+    let up = Upstream::start(Behaviour::default());
+    let gw = gateway(&up, "to_basic", "");
+    let resp = gw.send(
+        format!(
+            "OPTIONS {ENV} HTTP/1.1\r\nHost: gw\r\nOrigin: https://spa.example\r\n\
+             Access-Control-Request-Method: POST\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(resp.status(), 200);
+    let got = up.only();
+    assert_eq!(got.start, format!("OPTIONS {ENV} HTTP/1.1"));
+    assert_eq!(got.header("origin").as_deref(), Some("https://spa.example"));
+}
+
+#[test]
 fn chunked_body_is_read_whole_and_forwarded_with_content_length() {
     let up = Upstream::start(Behaviour::default());
     let gw = gateway(&up, "to_basic", "");
