@@ -512,6 +512,31 @@ fn refused_upstream_is_502_json() {
 }
 
 #[test]
+fn https_upstream_speaks_tls_and_a_failed_handshake_is_502() {
+    // The recording upstream speaks plain HTTP: a TLS upstream pointed at it must fail the
+    // handshake (proving TLS is used) and answer 502, never forward in clear text.
+    let up = Upstream::start(Behaviour::default());
+    let toml = config(up.addr, &token_route("to_basic")).replace("http://", "https://");
+    let gw = Gateway::start(&toml);
+    let resp = gw.send(&token_post(ENV, &[FORM], "client_id=a&client_secret=b"));
+    assert_oauth_error(&resp, 502, "server_error");
+    let seen = up.received();
+    assert!(
+        seen.iter().all(|m| !m.start.starts_with("POST")),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn unresolvable_upstream_host_is_502_and_the_gateway_still_starts() {
+    let toml = config("127.0.0.1:1".parse().unwrap(), &token_route("to_basic"))
+        .replace("127.0.0.1:1", "no-such-host.invalid:8443");
+    let gw = Gateway::start(&toml);
+    let resp = gw.send(&token_post(ENV, &[FORM], "client_id=a&client_secret=b"));
+    assert_oauth_error(&resp, 502, "server_error");
+}
+
+#[test]
 fn slow_upstream_is_504_json() {
     let up = Upstream::start(Behaviour {
         delay: Duration::from_secs(4),
