@@ -2,9 +2,10 @@
 # Load harness: wrk against tokengate in front of a loopback upstream, reported as ratios against a
 # plain passthrough through the same gateway, measured in the same run.
 #
-#   bash benches/load.sh            # DURATION=10 CONNECTIONS=32 to change the defaults
+#   bash benches/load.sh     # DURATION=5 ROUNDS=3 CONNECTIONS=32 to change the defaults
 #
-# Runs, each DURATION seconds, wrk -t1 -cCONNECTIONS with keep-alive:
+# The runs below are interleaved ROUNDS times (so that a noisy neighbour hurts all of them alike)
+# and the median of each is reported; each is DURATION seconds of wrk -t1 -cCONNECTIONS, keep-alive:
 #   upstream     wrk -> echo_upstream                       (the floor: no proxy)
 #   passthrough  wrk -> tokengate (no route, streamed)      -> echo_upstream   (baseline)
 #   to_basic     wrk -> tokengate (/{env}/as/token, post->basic) -> echo_upstream
@@ -13,7 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-5}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-32}
 UP_PORT=${UP_PORT:-19000}
 GW_PORT=${GW_PORT:-18080}
@@ -83,14 +85,21 @@ run() { # name url script -> prints req/s
 # Warm up connections and caches.
 (pin 1 wrk -t1 -c"$CONNECTIONS" -d2s -s "$tmp/post.lua" "http://127.0.0.1:$GW_PORT/$ENV/as/token" >/dev/null)
 
-results=$(
-  run upstream    "http://127.0.0.1:$UP_PORT/$ENV/as/token"         "$tmp/post.lua"
-  run passthrough "http://127.0.0.1:$GW_PORT/$ENV/as/introspect"    "$tmp/post.lua"
-  run to_basic    "http://127.0.0.1:$GW_PORT/$ENV/as/token"         "$tmp/post.lua"
-  run to_post     "http://127.0.0.1:$GW2_PORT/$ENV/as/token"        "$tmp/basic.lua"
+raw=$(
+  for _ in $(seq 1 "$ROUNDS"); do
+    run upstream    "http://127.0.0.1:$UP_PORT/$ENV/as/token"         "$tmp/post.lua"
+    run passthrough "http://127.0.0.1:$GW_PORT/$ENV/as/introspect"    "$tmp/post.lua"
+    run to_basic    "http://127.0.0.1:$GW_PORT/$ENV/as/token"         "$tmp/post.lua"
+    run to_post     "http://127.0.0.1:$GW2_PORT/$ENV/as/token"        "$tmp/basic.lua"
+  done
 )
+echo "$raw" | sed 's/^/  round: /'
+# Median req/s (and its p99) per run name, in first-seen order.
+results=$(for name in upstream passthrough to_basic to_post; do
+  awk -v n="$name" '$1==n' <<<"$raw" | sort -k2,2n | awk -v r="$ROUNDS" 'NR==int((r+1)/2)'
+done)
 base=$(awk '$1=="passthrough" {print $2}' <<<"$results")
 echo
 printf '%-12s %12s %10s %22s\n' run req/s p99 "ratio vs passthrough"
 awk -v base="$base" '{ printf "%-12s %12.0f %10s %22.2f\n", $1, $2, $3, $2/base }' <<<"$results"
-echo "(wrk -t1 -c$CONNECTIONS -d${DURATION}s, gateway threads=1 pinned to CPU 0; wrk and upstream on CPU 1)"
+echo "(median of $ROUNDS interleaved rounds of wrk -t1 -c$CONNECTIONS -d${DURATION}s; gateway threads=1 on CPU 0, wrk and upstream on CPU 1)"
