@@ -501,6 +501,23 @@ fn upstream_answer_is_relayed_unchanged() {
 }
 
 #[test]
+fn upstream_closing_idle_connections_does_not_fail_the_next_token_request() {
+    let idle_close = Duration::from_millis(200);
+    let up = Upstream::start(Behaviour {
+        idle_close,
+        ..Default::default()
+    });
+    let gw = gateway(&up, "to_basic", "");
+    for i in 0..3 {
+        let resp = gw.send(&token_post(ENV, &[FORM], "client_id=a&client_secret=b"));
+        assert_eq!(resp.status(), 200, "request {i}: {resp:?}");
+        // Let the upstream close the pooled connection before the next request.
+        std::thread::sleep(idle_close * 2);
+    }
+    assert_eq!(up.wait_for(3).len(), 3);
+}
+
+#[test]
 fn refused_upstream_is_502_json() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -156,6 +156,8 @@ pub struct Behaviour {
     pub delay: Duration,
     /// The full response to send (default: 200 with a token JSON body).
     pub response: Vec<u8>,
+    /// Close a kept-alive connection after this much idle time (node's default is 5 s).
+    pub idle_close: Duration,
 }
 
 impl Default for Behaviour {
@@ -164,6 +166,7 @@ impl Default for Behaviour {
             basic_only: false,
             delay: Duration::ZERO,
             response: response(200, &[("Content-Type", "application/json")], TOKEN_JSON),
+            idle_close: Duration::from_secs(30),
         }
     }
 }
@@ -251,7 +254,7 @@ impl Drop for Upstream {
 }
 
 fn serve(conn: TcpStream, rec: Arc<(Mutex<Vec<Message>>, Condvar)>, b: Behaviour) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let _ = conn.set_read_timeout(Some(b.idle_close));
     let mut w = conn.try_clone().unwrap();
     let mut r = BufReader::new(conn);
     while let Ok(Some(req)) = read_message(&mut r, false) {
