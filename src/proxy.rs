@@ -273,7 +273,7 @@ impl ProxyHttp for Gateway {
             status,
             error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
             elapsed_ms = ctx.started.elapsed().as_millis() as u64,
-            "token request"
+            "request"
         );
     }
 }

@@ -210,7 +210,12 @@ fn pingone_sample_curl_reaches_a_basic_only_upstream_as_rfc6749_basic() {
         .unwrap()
         .read_to_string(&mut log)
         .unwrap();
-    assert!(log.contains("token request"), "no access log line:\n{log}");
+    // One plain-text line per request (no colour codes when stderr is not a terminal).
+    assert!(!log.contains('\x1b'), "colour codes in a log file:\n{log}");
+    assert!(
+        log.contains("route=token") && log.contains("action=\"converted\" status=200"),
+        "no access log line:\n{log}"
+    );
     for needle in ["S3cr", "%2541", "Zq9", "d2Vi"] {
         assert!(
             !log.contains(needle),
