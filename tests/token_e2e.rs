@@ -175,6 +175,26 @@ fn chunked_body_is_read_whole_and_forwarded_with_content_length() {
 }
 
 #[test]
+fn client_trickling_its_headers_is_dropped_by_the_read_timeout() {
+    // Pingora's downstream read timeout for a request head is 60 s (fixed in Pingora 0.9).
+    let up = Upstream::start(Behaviour::default());
+    let gw = gateway(&up, "to_basic", "");
+    let mut s = gw.connect();
+    s.set_read_timeout(Some(Duration::from_secs(75))).unwrap();
+    write!(s, "POST {ENV} HTTP/1.1\r\nHost: gw\r\nContent-Ty").unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let n = std::io::Read::read(&mut s, &mut buf).unwrap_or(0);
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(70),
+        "still open after {waited:?}"
+    );
+    assert!(n == 0 || buf.starts_with(b"HTTP/1.1 4"), "{:?}", &buf[..n]);
+    assert!(up.received().is_empty());
+}
+
+#[test]
 fn malformed_chunked_framing_is_400_and_never_forwarded() {
     let up = Upstream::start(Behaviour::default());
     let gw = gateway(&up, "to_basic", "");
