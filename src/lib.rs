@@ -10,8 +10,10 @@
 //! - [`cli`]: the command line.
 
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod exchange;
+pub mod lockout;
 pub mod protocol;
 pub mod proxy;
 pub mod routing;

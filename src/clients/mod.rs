@@ -1,0 +1,5 @@
+//! Client registry: the client records tokengate validates credentials against, where they come
+//! from (a file, an HTTP registry), and how they are cached.
+
+pub mod cache;
+pub mod secret;
