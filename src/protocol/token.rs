@@ -146,6 +146,8 @@ enum CredParam {
     ClientSecret,
     ClientAssertion,
     ClientAssertionType,
+    /// Not a credential, but validation needs it and RFC 6749 §3.1 forbids repeating it.
+    GrantType,
 }
 
 impl CredParam {
@@ -155,6 +157,7 @@ impl CredParam {
             b"client_secret" => Some(CredParam::ClientSecret),
             b"client_assertion" => Some(CredParam::ClientAssertion),
             b"client_assertion_type" => Some(CredParam::ClientAssertionType),
+            b"grant_type" => Some(CredParam::GrantType),
             _ => None,
         }
     }
@@ -167,6 +170,7 @@ impl CredParam {
             CredParam::ClientAssertionType => {
                 "parameter client_assertion_type appears more than once"
             }
+            CredParam::GrantType => "parameter grant_type appears more than once",
         })
     }
 }
@@ -193,6 +197,7 @@ struct BodyCredentials {
     client_id: Option<(usize, Vec<u8>)>,
     client_secret: Option<(usize, Vec<u8>)>,
     assertion: bool,
+    grant_type: Option<Vec<u8>>,
 }
 
 fn scan_body(body: &[u8]) -> Result<BodyCredentials, OAuthError> {
@@ -213,6 +218,7 @@ fn scan_body(body: &[u8]) -> Result<BodyCredentials, OAuthError> {
             CredParam::ClientSecret => found.client_secret.replace((i, value)).is_some(),
             CredParam::ClientAssertion => std::mem::replace(&mut found.assertion, true),
             CredParam::ClientAssertionType => std::mem::replace(&mut assertion_type, true),
+            CredParam::GrantType => found.grant_type.replace(value).is_some(),
         };
         if slot_taken {
             return Err(param.repeated());
@@ -240,15 +246,24 @@ fn basic_error(e: BasicError) -> OAuthError {
 
 const TWO_METHODS: &str = "the client used more than one authentication method";
 
-/// Decides what to forward for a token request whose head passed [`check_head`].
-///
-/// `authorization` holds every `Authorization` header value the client sent.
-pub fn decide(
-    authorization: &[&[u8]],
-    body: &[u8],
-    conversion: Conversion,
-    encoding: BasicEncoding,
-) -> Result<Forward, OAuthError> {
+/// The client authentication of a token request, checked against RFC 6749 §2.3 and §3.1.
+pub struct Extracted {
+    header: Option<Authorization>,
+    found: BodyCredentials,
+}
+
+/// Never prints credentials.
+impl std::fmt::Debug for Extracted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extracted")
+            .field("method_seen", &self.method_seen())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Finds and checks the client authentication of a token request whose head passed
+/// [`check_head`]. `authorization` holds every `Authorization` header value the client sent.
+pub fn extract(authorization: &[&[u8]], body: &[u8]) -> Result<Extracted, OAuthError> {
     let header = match authorization {
         [] => None,
         [one] => Some(basic::parse_authorization(one).map_err(basic_error)?),
@@ -279,30 +294,92 @@ pub fn decide(
             "client_secret was sent without client_id",
         ));
     }
-
-    match header {
-        Some(Authorization::Basic(creds)) => {
-            if let Some((_, id)) = &found.client_id {
-                if *id != creds.client_id {
-                    return Err(OAuthError::invalid_request(
-                        "client_id in the body does not match the Basic credentials",
-                    ));
-                }
-            }
-            basic_to(conversion, encoding, creds, &found, authorization, body)
+    if let (Some(Authorization::Basic(creds)), Some((_, id))) = (&header, &found.client_id) {
+        if *id != creds.client_id {
+            return Err(OAuthError::invalid_request(
+                "client_id in the body does not match the Basic credentials",
+            ));
         }
-        Some(Authorization::Other) => Ok(unchanged(MethodSeen::OtherScheme)),
-        None => match (found.client_id, found.client_secret) {
-            (Some((id_at, client_id)), Some((secret_at, secret))) => {
-                let creds = Credentials { client_id, secret };
-                post_to(conversion, encoding, creds, [id_at, secret_at], body)
-            }
-            (Some(_), None) if found.assertion => Ok(unchanged(MethodSeen::ClientAssertion)),
-            (Some(_), None) => Ok(unchanged(MethodSeen::None)),
-            _ if found.assertion => Ok(unchanged(MethodSeen::ClientAssertion)),
-            _ => Ok(unchanged(MethodSeen::NoneFound)),
-        },
     }
+    Ok(Extracted { header, found })
+}
+
+impl Extracted {
+    /// The client authentication method the request used.
+    pub fn method_seen(&self) -> MethodSeen {
+        match (&self.header, &self.found) {
+            (Some(Authorization::Basic(_)), _) => MethodSeen::ClientSecretBasic,
+            (Some(Authorization::Other), _) => MethodSeen::OtherScheme,
+            (None, f) if f.client_secret.is_some() => MethodSeen::ClientSecretPost,
+            (None, f) if f.assertion => MethodSeen::ClientAssertion,
+            (None, f) if f.client_id.is_some() => MethodSeen::None,
+            (None, _) => MethodSeen::NoneFound,
+        }
+    }
+
+    /// The client identifier, from the Basic user or the body.
+    pub fn client_id(&self) -> Option<&[u8]> {
+        match &self.header {
+            Some(Authorization::Basic(c)) => Some(&c.client_id),
+            _ => self.found.client_id.as_ref().map(|(_, id)| id.as_slice()),
+        }
+    }
+
+    /// The secret presented with Basic or `client_secret_post`.
+    pub fn secret(&self) -> Option<&[u8]> {
+        match &self.header {
+            Some(Authorization::Basic(c)) => Some(&c.secret),
+            _ => self.found.client_secret.as_ref().map(|(_, s)| s.as_slice()),
+        }
+    }
+
+    /// The decoded `grant_type`, if any.
+    pub fn grant_type(&self) -> Option<&[u8]> {
+        self.found.grant_type.as_deref()
+    }
+
+    /// Whether the client tried Basic (a 401 then carries `WWW-Authenticate: Basic`).
+    pub fn tried_basic(&self) -> bool {
+        matches!(self.header, Some(Authorization::Basic(_)))
+    }
+
+    /// What to forward: the request converted to `conversion`, or unchanged for `None`.
+    pub fn convert(
+        self,
+        conversion: Option<Conversion>,
+        encoding: BasicEncoding,
+        authorization: &[&[u8]],
+        body: &[u8],
+    ) -> Result<Forward, OAuthError> {
+        let method_seen = self.method_seen();
+        let Some(conversion) = conversion else {
+            return Ok(unchanged(method_seen));
+        };
+        let found = self.found;
+        match self.header {
+            Some(Authorization::Basic(creds)) => {
+                basic_to(conversion, encoding, creds, &found, authorization, body)
+            }
+            _ => match (found.client_id, found.client_secret) {
+                (Some((id_at, client_id)), Some((secret_at, secret))) => {
+                    let creds = Credentials { client_id, secret };
+                    post_to(conversion, encoding, creds, [id_at, secret_at], body)
+                }
+                _ => Ok(unchanged(method_seen)),
+            },
+        }
+    }
+}
+
+/// Decides what to forward for a token request whose head passed [`check_head`]: [`extract`],
+/// then convert.
+pub fn decide(
+    authorization: &[&[u8]],
+    body: &[u8],
+    conversion: Conversion,
+    encoding: BasicEncoding,
+) -> Result<Forward, OAuthError> {
+    extract(authorization, body)?.convert(Some(conversion), encoding, authorization, body)
 }
 
 fn unchanged(method_seen: MethodSeen) -> Forward {
@@ -579,6 +656,55 @@ mod tests {
     fn secret_without_client_id_is_invalid_request() {
         let e = err_of(to_basic("client_secret=s"));
         assert_eq!((e.status, e.code), (400, ErrorCode::InvalidRequest));
+    }
+
+    #[test]
+    fn extract_reports_who_and_how() {
+        let x = extract(
+            &[],
+            b"grant_type=client_credentials&client_id=a%3Ab&client_secret=s+1",
+        )
+        .unwrap();
+        assert_eq!(x.method_seen(), MethodSeen::ClientSecretPost);
+        assert_eq!(x.client_id(), Some(&b"a:b"[..]));
+        assert_eq!(x.secret(), Some(&b"s 1"[..]));
+        assert_eq!(x.grant_type(), Some(&b"client_credentials"[..]));
+        assert!(!x.tried_basic());
+        assert!(!format!("{x:?}").contains("s 1"));
+
+        let h = basic("app:pw");
+        let x = extract(&[h.as_bytes()], b"grant_type=x").unwrap();
+        assert_eq!(
+            (x.method_seen(), x.client_id(), x.secret()),
+            (
+                MethodSeen::ClientSecretBasic,
+                Some(&b"app"[..]),
+                Some(&b"pw"[..])
+            )
+        );
+        assert!(x.tried_basic());
+
+        let x = extract(&[], b"client_id=spa&code=c").unwrap();
+        assert_eq!((x.method_seen(), x.secret()), (MethodSeen::None, None));
+    }
+
+    #[test]
+    fn convert_without_a_conversion_forwards_unchanged() {
+        let body = b"client_id=a&client_secret=s";
+        let f = extract(&[], body)
+            .unwrap()
+            .convert(None, RFC, &[], body)
+            .unwrap();
+        assert_eq!(
+            (f.method_seen, f.converted()),
+            (MethodSeen::ClientSecretPost, false)
+        );
+    }
+
+    #[test]
+    fn grant_type_twice_is_invalid_request() {
+        let e = err_of(to_basic("grant_type=a&grant_type=b"));
+        assert_eq!(e.description, "parameter grant_type appears more than once");
     }
 
     #[test]
