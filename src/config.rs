@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -52,6 +52,64 @@ struct FileConfig {
     upstreams: BTreeMap<String, FileUpstream>,
     #[serde(default)]
     routes: Vec<FileRoute>,
+    clients: Option<FileClients>,
+    lockout: Option<FileLockout>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileClients {
+    file: Option<String>,
+    registry_url: Option<String>,
+    #[serde(default = "secs::<2>", deserialize_with = "duration")]
+    reload_interval: Duration,
+    #[serde(default = "secs::<2>", deserialize_with = "duration")]
+    registry_timeout: Duration,
+    #[serde(default = "secs::<60>", deserialize_with = "duration")]
+    cache_ttl: Duration,
+    #[serde(default = "secs::<10>", deserialize_with = "duration")]
+    cache_negative_ttl: Duration,
+    #[serde(default = "secs::<600>", deserialize_with = "duration")]
+    cache_max_stale: Duration,
+    #[serde(default = "default_capacity")]
+    cache_capacity: usize,
+    #[serde(default = "secs::<300>", deserialize_with = "duration")]
+    verified_ttl: Duration,
+    #[serde(default = "default_capacity")]
+    verified_capacity: usize,
+    #[serde(default)]
+    allow_plaintext: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLockout {
+    #[serde(default = "secs::<60>", deserialize_with = "duration")]
+    window: Duration,
+    #[serde(default = "default_per_client")]
+    max_failures_per_client: u32,
+    #[serde(default = "default_per_ip")]
+    max_failures_per_ip: u32,
+}
+
+impl Default for FileLockout {
+    fn default() -> Self {
+        FileLockout {
+            window: secs::<60>(),
+            max_failures_per_client: default_per_client(),
+            max_failures_per_ip: default_per_ip(),
+        }
+    }
+}
+
+fn default_capacity() -> usize {
+    100_000
+}
+fn default_per_client() -> u32 {
+    10
+}
+fn default_per_ip() -> u32 {
+    100
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,6 +196,8 @@ struct FileRoute {
     path: Option<String>,
     path_prefix: Option<String>,
     mode: FileMode,
+    #[serde(default)]
+    validate: bool,
     upstream: Option<String>,
 }
 
@@ -147,6 +207,7 @@ enum FileMode {
     Passthrough,
     ToBasic,
     ToPost,
+    Validate,
 }
 
 fn default_listen() -> Vec<String> {
@@ -186,6 +247,32 @@ pub struct Settings {
     pub upstreams: Vec<UpstreamSettings>,
     pub default_upstream: usize,
     pub routes: Vec<RouteSettings>,
+    /// Client records for validating routes; required when a route validates.
+    pub clients: Option<ClientsSettings>,
+}
+
+/// Where client records come from.
+#[derive(Debug, Clone)]
+pub enum ClientSource {
+    /// A TOML or JSON file (a relative path is relative to the configuration file).
+    File(PathBuf),
+    /// An HTTP registry: `GET {base_path}/{envID}/clients/{client_id}` on `upstream`.
+    Registry {
+        upstream: UpstreamSettings,
+        base_path: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientsSettings {
+    pub source: ClientSource,
+    pub reload_interval: Duration,
+    pub registry_timeout: Duration,
+    pub cache: crate::clients::cache::CacheConfig,
+    pub verified_ttl: Duration,
+    pub verified_capacity: usize,
+    pub allow_plaintext: bool,
+    pub lockout: crate::lockout::LockoutConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -227,8 +314,12 @@ pub struct UpstreamSettings {
 pub enum RouteMode {
     /// Proxied untouched, streamed.
     Passthrough,
-    /// Token request handling with a client-authentication conversion.
-    Convert(Conversion),
+    /// Token request handling: checked, optionally validated against the client records, and
+    /// converted (`None`: to the client record's `upstream_method`, or left as sent).
+    Token {
+        conversion: Option<Conversion>,
+        validate: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -246,7 +337,19 @@ impl Settings {
             path: path.display().to_string(),
             source,
         })?;
-        Settings::parse(&text)
+        let mut settings = Settings::parse(&text)?;
+        if let Some(ClientsSettings {
+            source: ClientSource::File(f),
+            ..
+        }) = &mut settings.clients
+        {
+            if f.is_relative() {
+                if let Some(dir) = path.parent() {
+                    *f = dir.join(&*f);
+                }
+            }
+        }
+        Ok(settings)
     }
 
     /// Parses and validates configuration text.
@@ -303,11 +406,32 @@ fn lower(file: FileConfig) -> Result<Settings, ConfigError> {
             Some(name) => find_upstream(format!("{key}.upstream"), name)?,
             None => default_upstream,
         };
-        let mode = match r.mode {
-            FileMode::Passthrough => RouteMode::Passthrough,
-            FileMode::ToBasic => RouteMode::Convert(Conversion::ToBasic),
-            FileMode::ToPost => RouteMode::Convert(Conversion::ToPost),
+        let validate = r.validate;
+        let token = |conversion| RouteMode::Token {
+            conversion,
+            validate,
         };
+        let mode = match r.mode {
+            FileMode::Passthrough if validate => {
+                return Err(invalid(
+                    format!("{key}.validate"),
+                    "a passthrough route cannot validate; use mode = \"validate\"",
+                ))
+            }
+            FileMode::Passthrough => RouteMode::Passthrough,
+            FileMode::ToBasic => token(Some(Conversion::ToBasic)),
+            FileMode::ToPost => token(Some(Conversion::ToPost)),
+            FileMode::Validate => RouteMode::Token {
+                conversion: None,
+                validate: true,
+            },
+        };
+        if matches!(mode, RouteMode::Token { validate: true, .. }) && file.clients.is_none() {
+            return Err(invalid(
+                format!("{key}.mode"),
+                "validating needs client records: add a [clients] section",
+            ));
+        }
         routes.push(RouteSettings {
             name: r.name.unwrap_or_else(|| format!("route{i}")),
             matcher,
@@ -315,13 +439,96 @@ fn lower(file: FileConfig) -> Result<Settings, ConfigError> {
             upstream,
         });
     }
+    if file.lockout.is_some() && file.clients.is_none() {
+        return Err(invalid("lockout", "only applies with a [clients] section"));
+    }
+    let clients = match file.clients {
+        Some(c) => Some(lower_clients(c, file.lockout.unwrap_or_default())?),
+        None => None,
+    };
     Ok(Settings {
         server,
         token,
         upstreams,
         default_upstream,
         routes,
+        clients,
     })
+}
+
+fn lower_clients(c: FileClients, l: FileLockout) -> Result<ClientsSettings, ConfigError> {
+    let source = match (c.file, c.registry_url) {
+        (Some(f), None) if !f.is_empty() => ClientSource::File(PathBuf::from(f)),
+        (None, Some(url)) => {
+            let (upstream, base_path) = lower_url("clients.registry_url", "registry", &url, true)?;
+            ClientSource::Registry {
+                upstream: with_timeouts(upstream, c.registry_timeout),
+                base_path,
+            }
+        }
+        _ => {
+            return Err(invalid(
+                "clients",
+                "set exactly one of `file` (a client file) or `registry_url` (an HTTP registry)",
+            ))
+        }
+    };
+    for (field, d) in [
+        ("reload_interval", c.reload_interval),
+        ("registry_timeout", c.registry_timeout),
+        ("cache_ttl", c.cache_ttl),
+        ("cache_negative_ttl", c.cache_negative_ttl),
+        ("verified_ttl", c.verified_ttl),
+    ] {
+        if d.is_zero() {
+            return Err(invalid(
+                format!("clients.{field}"),
+                "must be greater than zero",
+            ));
+        }
+    }
+    for (field, n) in [
+        ("cache_capacity", c.cache_capacity),
+        ("verified_capacity", c.verified_capacity),
+    ] {
+        if n == 0 {
+            return Err(invalid(
+                format!("clients.{field}"),
+                "must be greater than zero",
+            ));
+        }
+    }
+    if l.window.is_zero() {
+        return Err(invalid("lockout.window", "must be greater than zero"));
+    }
+    Ok(ClientsSettings {
+        source,
+        reload_interval: c.reload_interval,
+        registry_timeout: c.registry_timeout,
+        cache: crate::clients::cache::CacheConfig {
+            ttl: c.cache_ttl,
+            negative_ttl: c.cache_negative_ttl,
+            max_stale: c.cache_max_stale,
+            capacity: c.cache_capacity,
+        },
+        verified_ttl: c.verified_ttl,
+        verified_capacity: c.verified_capacity,
+        allow_plaintext: c.allow_plaintext,
+        lockout: crate::lockout::LockoutConfig {
+            window: l.window,
+            max_failures_per_client: l.max_failures_per_client,
+            max_failures_per_ip: l.max_failures_per_ip,
+        },
+    })
+}
+
+/// Registry calls get the registry timeout for every phase.
+fn with_timeouts(mut u: UpstreamSettings, t: Duration) -> UpstreamSettings {
+    u.connect_timeout = t;
+    u.total_connection_timeout = t;
+    u.read_timeout = t;
+    u.write_timeout = t;
+    u
 }
 
 fn lower_server(s: FileServer) -> Result<ServerSettings, ConfigError> {
@@ -375,44 +582,67 @@ fn lower_token(t: FileToken) -> Result<TokenSettings, ConfigError> {
     })
 }
 
-fn lower_upstream(name: String, u: FileUpstream) -> Result<UpstreamSettings, ConfigError> {
-    let key = format!("upstreams.{name}");
-    let url = url::Url::parse(&u.url).map_err(|e| {
-        invalid(
-            format!("{key}.url"),
-            format!("{:?} is not a URL: {e}", u.url),
-        )
-    })?;
+/// Parses an upstream URL into settings with default timeouts, and the URL's path (only allowed
+/// with `allow_path`).
+fn lower_url(
+    key: &str,
+    name: &str,
+    raw: &str,
+    allow_path: bool,
+) -> Result<(UpstreamSettings, String), ConfigError> {
+    let url =
+        url::Url::parse(raw).map_err(|e| invalid(key, format!("{raw:?} is not a URL: {e}")))?;
     let tls = match url.scheme() {
         "http" => false,
         "https" => true,
         other => {
             return Err(invalid(
-                format!("{key}.url"),
+                key,
                 format!("scheme {other:?} is not supported; use http or https"),
             ))
         }
     };
-    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+    if (!allow_path && url.path() != "/") || url.query().is_some() || url.fragment().is_some() {
         return Err(invalid(
-            format!("{key}.url"),
+            key,
             "must be scheme://host[:port] only; requests keep their own path",
         ));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid(
-            format!("{key}.url"),
-            "must not contain credentials",
-        ));
+        return Err(invalid(key, "must not contain credentials"));
     }
     let host = match url.host() {
         Some(url::Host::Ipv6(a)) => a.to_string(),
         Some(h) => h.to_string(),
-        None => return Err(invalid(format!("{key}.url"), "has no host")),
+        None => return Err(invalid(key, "has no host")),
     };
     let port = url
         .port_or_known_default()
         .unwrap_or(if tls { 443 } else { 80 });
+    let host_header = match url.port() {
+        Some(p) => format!("{}:{p}", url.host_str().unwrap_or(&host)),
+        None => url.host_str().unwrap_or(&host).to_string(),
+    };
+    let settings = UpstreamSettings {
+        name: name.to_string(),
+        tls,
+        host,
+        port,
+        host_header,
+        basic_encoding: BasicEncoding::Rfc6749,
+        connect_timeout: secs::<2>(),
+        total_connection_timeout: secs::<5>(),
+        read_timeout: secs::<15>(),
+        write_timeout: secs::<15>(),
+        idle_timeout: secs::<60>(),
+        resolve_interval: secs::<30>(),
+    };
+    Ok((settings, url.path().trim_end_matches('/').to_string()))
+}
+
+fn lower_upstream(name: String, u: FileUpstream) -> Result<UpstreamSettings, ConfigError> {
+    let key = format!("upstreams.{name}");
+    let (base, _) = lower_url(&format!("{key}.url"), &name, &u.url, false)?;
     let host_header = match u.host {
         Some(h) if h.is_empty() || h.chars().any(|c| c.is_whitespace() || c.is_control()) => {
             return Err(invalid(
@@ -421,10 +651,7 @@ fn lower_upstream(name: String, u: FileUpstream) -> Result<UpstreamSettings, Con
             ))
         }
         Some(h) => h,
-        None => match url.port() {
-            Some(p) => format!("{}:{p}", url.host_str().unwrap_or(&host)),
-            None => url.host_str().unwrap_or(&host).to_string(),
-        },
+        None => base.host_header.clone(),
     };
     for (field, d) in [
         ("connect_timeout", u.connect_timeout),
@@ -442,10 +669,6 @@ fn lower_upstream(name: String, u: FileUpstream) -> Result<UpstreamSettings, Con
         }
     }
     Ok(UpstreamSettings {
-        name,
-        tls,
-        host,
-        port,
         host_header,
         basic_encoding: match u.basic_encoding {
             FileEncoding::Rfc6749 => BasicEncoding::Rfc6749,
@@ -457,6 +680,7 @@ fn lower_upstream(name: String, u: FileUpstream) -> Result<UpstreamSettings, Con
         write_timeout: u.write_timeout,
         idle_timeout: u.idle_timeout,
         resolve_interval: u.resolve_interval,
+        ..base
     })
 }
 

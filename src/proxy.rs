@@ -12,16 +12,19 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 
+use crate::clients::record::AuthMethod;
 use crate::config::{RouteMode, Settings};
 use crate::exchange::{self, Exchange};
 use crate::protocol::{self, token, BodyLimit, Conversion, OAuthError};
 use crate::routing;
 use crate::upstream::Upstream;
+use crate::validate::Validator;
 
 /// The gateway: configuration and upstreams, shared by every request.
 pub struct Gateway {
     settings: Arc<Settings>,
     upstreams: Arc<[Upstream]>,
+    validator: Option<Arc<Validator>>,
 }
 
 /// Per-request state.
@@ -36,10 +39,15 @@ pub struct Ctx {
 }
 
 impl Gateway {
-    pub fn new(settings: Arc<Settings>, upstreams: Arc<[Upstream]>) -> Gateway {
+    pub fn new(
+        settings: Arc<Settings>,
+        upstreams: Arc<[Upstream]>,
+        validator: Option<Arc<Validator>>,
+    ) -> Gateway {
         Gateway {
             settings,
             upstreams,
+            validator,
         }
     }
 
@@ -47,7 +55,9 @@ impl Gateway {
     async fn token_request(
         &self,
         session: &mut Session,
-        conversion: Conversion,
+        conversion: Option<Conversion>,
+        validate: bool,
+        env_id: Option<&str>,
         upstream: &Upstream,
     ) -> Result<Exchange, OAuthError> {
         let limits = self.settings.token;
@@ -93,11 +103,25 @@ impl Gateway {
             .iter()
             .map(|v| v.as_bytes())
             .collect();
-        let forward = protocol::decide(
-            &authorization,
-            &body,
+        let extracted = protocol::extract(&authorization, &body)?;
+        let conversion = match (&self.validator, validate) {
+            (Some(v), true) => {
+                let ip = session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip());
+                let demanded = v
+                    .validate(env_id.unwrap_or_default(), &extracted, ip)
+                    .await?;
+                demanded.map(to_conversion).or(conversion)
+            }
+            _ => conversion,
+        };
+        let forward = extracted.convert(
             conversion,
             upstream.settings.basic_encoding,
+            &authorization,
+            &body,
         )?;
         Ok(Exchange::new(forward, body))
     }
@@ -117,6 +141,16 @@ impl Gateway {
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await?;
         Ok(())
+    }
+}
+
+/// The conversion that gives the upstream the method it demands for a client.
+fn to_conversion(m: AuthMethod) -> Conversion {
+    match m {
+        AuthMethod::ClientSecretBasic => Conversion::ToBasic,
+        AuthMethod::ClientSecretPost => Conversion::ToPost,
+        // A public client sends no secret: nothing to convert; `to_post` leaves it unchanged.
+        AuthMethod::None => Conversion::ToPost,
     }
 }
 
@@ -168,7 +202,11 @@ impl ProxyHttp for Gateway {
         ctx.route = Some(m.route);
         ctx.env_id = m.env_id.map(str::to_string);
         ctx.upstream = route.upstream;
-        let RouteMode::Convert(conversion) = route.mode else {
+        let RouteMode::Token {
+            conversion,
+            validate,
+        } = route.mode
+        else {
             return Ok(false);
         };
         // A CORS preflight is not a token request: the authorization server answers it (browser
@@ -177,7 +215,11 @@ impl ProxyHttp for Gateway {
             return Ok(false);
         }
         let upstream = &self.upstreams[route.upstream];
-        match self.token_request(session, conversion, upstream).await {
+        let env_id = ctx.env_id.clone();
+        match self
+            .token_request(session, conversion, validate, env_id.as_deref(), upstream)
+            .await
+        {
             Ok(exchange) => {
                 ctx.exchange = Some(exchange);
                 Ok(false)

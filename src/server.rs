@@ -6,12 +6,62 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignalWatch};
 use pingora::services::background::background_service;
 
-use crate::config::Settings;
+use crate::clients::cache::ReadThrough;
+use crate::clients::file::{FileStore, FileWatcher};
+use crate::clients::registry::Registry;
+use crate::clients::secret::VerifiedCache;
+use crate::config::{ClientSource, ClientsSettings, Settings};
+use crate::lockout::LocalLimiter;
 use crate::proxy::Gateway;
 use crate::upstream::{Resolver, Upstream};
+use crate::validate::{CachedRegistry, ClientStore, Validator};
 
-/// Builds the server: the proxy service on every listen address, and the upstream resolver.
-pub fn build(settings: Settings) -> Server {
+/// The validator and the background services it needs (file watcher, registry resolver).
+fn build_validator(
+    c: &ClientsSettings,
+) -> Result<
+    (
+        Validator,
+        Vec<Box<dyn pingora::services::ServiceWithDependents>>,
+    ),
+    String,
+> {
+    let mut services: Vec<Box<dyn pingora::services::ServiceWithDependents>> = Vec::new();
+    let store = match &c.source {
+        ClientSource::File(path) => {
+            let store = Arc::new(FileStore::open(path)?);
+            tracing::info!(path = %path.display(), clients = store.len(), "client file loaded");
+            services.push(Box::new(background_service(
+                "client file watcher",
+                FileWatcher {
+                    store: store.clone(),
+                    interval: c.reload_interval,
+                },
+            )));
+            ClientStore::File(store)
+        }
+        ClientSource::Registry {
+            upstream,
+            base_path,
+        } => {
+            let up = Upstream::new(upstream.clone());
+            ClientStore::Registry(Box::new(CachedRegistry {
+                cache: ReadThrough::new(c.cache),
+                registry: Registry::new(up, base_path, c.registry_timeout, c.allow_plaintext),
+            }))
+        }
+    };
+    let validator = Validator {
+        store,
+        verified: VerifiedCache::new(c.verified_ttl, c.verified_capacity),
+        limiter: Box::new(LocalLimiter::new(c.lockout)),
+    };
+    Ok((validator, services))
+}
+
+/// Builds the server: the proxy service on every listen address, the upstream resolver and, when
+/// routes validate, the client store. Fails when the client records cannot be loaded.
+pub fn build(settings: Settings) -> Result<Server, String> {
     let s = &settings.server;
     let conf = ServerConf {
         threads: s.threads,
@@ -29,8 +79,15 @@ pub fn build(settings: Settings) -> Server {
         .cloned()
         .map(Upstream::new)
         .collect();
+    let (validator, client_services) = match &settings.clients {
+        Some(c) => {
+            let (v, services) = build_validator(c)?;
+            (Some(Arc::new(v)), services)
+        }
+        None => (None, Vec::new()),
+    };
     let listen = settings.server.listen.clone();
-    let gateway = Gateway::new(Arc::new(settings), upstreams.clone());
+    let gateway = Gateway::new(Arc::new(settings), upstreams.clone(), validator);
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "tokengate");
     for addr in &listen {
@@ -41,15 +98,20 @@ pub fn build(settings: Settings) -> Server {
         "upstream resolver",
         Resolver { upstreams },
     ));
-    server
+    server.add_services(client_services);
+    Ok(server)
 }
 
 /// Runs until SIGTERM/SIGINT (or the given signal), then shuts down gracefully.
-pub fn run(settings: Settings, shutdown: Option<Box<dyn ShutdownSignalWatch>>) {
-    let server = build(settings);
+pub fn run(
+    settings: Settings,
+    shutdown: Option<Box<dyn ShutdownSignalWatch>>,
+) -> Result<(), String> {
+    let server = build(settings)?;
     let args = match shutdown {
         Some(shutdown_signal) => RunArgs { shutdown_signal },
         None => RunArgs::default(),
     };
     server.run(args);
+    Ok(())
 }

@@ -2,4 +2,8 @@
 //! from (a file, an HTTP registry), and how they are cached.
 
 pub mod cache;
+pub mod file;
+pub mod policy;
+pub mod record;
+pub mod registry;
 pub mod secret;

@@ -12,6 +12,9 @@ use serde::Serialize;
 pub enum ErrorCode {
     InvalidRequest,
     InvalidClient,
+    UnauthorizedClient,
+    /// RFC 8628 §3.5's code for "slow down", used for the brute-force lockout (429).
+    SlowDown,
     ServerError,
     TemporarilyUnavailable,
 }
@@ -21,6 +24,8 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::InvalidClient => "invalid_client",
+            ErrorCode::UnauthorizedClient => "unauthorized_client",
+            ErrorCode::SlowDown => "slow_down",
             ErrorCode::ServerError => "server_error",
             ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
         }
@@ -39,6 +44,8 @@ pub struct OAuthError {
     pub allow: Option<&'static str>,
     /// The connection must be closed after the answer (e.g. an unread body remains).
     pub close: bool,
+    /// RFC 9110 §10.2.3 `Retry-After`, in seconds.
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -56,6 +63,7 @@ impl OAuthError {
             www_authenticate: false,
             allow: None,
             close: false,
+            retry_after: None,
         }
     }
 
@@ -101,6 +109,9 @@ impl OAuthError {
         if let Some(allow) = self.allow {
             h.push(("Allow", allow.to_string()));
         }
+        if let Some(secs) = self.retry_after {
+            h.push(("Retry-After", secs.to_string()));
+        }
         if self.close {
             h.push(("Connection", "close".to_string()));
         }
@@ -126,6 +137,27 @@ impl OAuthError {
             504,
             ErrorCode::TemporarilyUnavailable,
             "the authorization server did not answer in time",
+        )
+    }
+
+    /// 429: too many failed authentications for this client or address. The same answer whether or
+    /// not the client exists.
+    pub fn locked_out(retry_after: std::time::Duration) -> Self {
+        let mut e = Self::new(
+            429,
+            ErrorCode::SlowDown,
+            "too many failed client authentications; retry later",
+        );
+        e.retry_after = Some(retry_after.as_secs_f64().ceil().max(1.0) as u64);
+        e
+    }
+
+    /// 503: the client registry cannot be asked and nothing cached can be used.
+    pub const fn registry_unavailable() -> Self {
+        Self::new(
+            503,
+            ErrorCode::TemporarilyUnavailable,
+            "client authentication is temporarily unavailable",
         )
     }
 
@@ -165,6 +197,15 @@ mod tests {
         assert!(h.contains(&("Pragma", "no-cache".into())));
         assert!(h.contains(&("Content-Type", "application/json".into())));
         assert!(!h.iter().any(|(n, _)| *n == "WWW-Authenticate"));
+    }
+
+    #[test]
+    fn lockout_is_429_slow_down_with_retry_after_in_whole_seconds() {
+        let e = OAuthError::locked_out(std::time::Duration::from_millis(1500));
+        assert_eq!((e.status, e.code.as_str()), (429, "slow_down"));
+        assert!(e.headers("r").contains(&("Retry-After", "2".into())));
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["error"], "slow_down");
     }
 
     #[test]

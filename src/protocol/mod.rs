@@ -11,5 +11,6 @@ pub mod token;
 pub use basic::{BasicEncoding, Credentials};
 pub use error::{ErrorCode, OAuthError};
 pub use token::{
-    check_head, decide, BodyLimit, Conversion, Forward, Head, HeaderChange, MethodSeen,
+    check_head, decide, extract, BodyLimit, Conversion, Extracted, Forward, Head, HeaderChange,
+    MethodSeen,
 };

@@ -147,6 +147,9 @@ pub fn read_message(
 // ------------------------------------------------------------------------------------------
 // The recording upstream.
 
+/// Computes a full response from a request.
+pub type Responder = Arc<dyn Fn(&Message) -> Vec<u8> + Send + Sync>;
+
 /// How the test upstream answers.
 #[derive(Clone)]
 pub struct Behaviour {
@@ -158,6 +161,8 @@ pub struct Behaviour {
     pub response: Vec<u8>,
     /// Close a kept-alive connection after this much idle time (node's default is 5 s).
     pub idle_close: Duration,
+    /// Computes the response from the request (instead of `response`).
+    pub respond: Option<Responder>,
 }
 
 impl Default for Behaviour {
@@ -167,6 +172,7 @@ impl Default for Behaviour {
             delay: Duration::ZERO,
             response: response(200, &[("Content-Type", "application/json")], TOKEN_JSON),
             idle_close: Duration::from_secs(30),
+            respond: None,
         }
     }
 }
@@ -189,6 +195,7 @@ pub struct Upstream {
     received: Arc<(Mutex<Vec<Message>>, Condvar)>,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Upstream {
@@ -197,13 +204,17 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let received = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (rec, stop2) = (received.clone(), stop.clone());
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let (rec, stop2, conns2) = (received.clone(), stop.clone(), conns.clone());
         let accept = std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
                     return;
                 }
                 let Ok(conn) = conn else { continue };
+                if let Ok(c) = conn.try_clone() {
+                    conns2.lock().unwrap().push(c);
+                }
                 let (rec, b) = (rec.clone(), behaviour.clone());
                 std::thread::spawn(move || serve(conn, rec, b));
             }
@@ -213,6 +224,7 @@ impl Upstream {
             received,
             stop,
             accept: Some(accept),
+            conns,
         }
     }
 
@@ -250,6 +262,10 @@ impl Drop for Upstream {
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }
+        // Down means down: kept-alive connections close too.
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
     }
 }
 
@@ -261,13 +277,16 @@ fn serve(conn: TcpStream, rec: Arc<(Mutex<Vec<Message>>, Condvar)>, b: Behaviour
         let basic = req
             .header("authorization")
             .is_some_and(|v| v.to_ascii_lowercase().starts_with("basic "));
+        let computed = b.respond.as_ref().map(|f| f(&req));
         {
             let (lock, cv) = &*rec;
             lock.lock().unwrap().push(req);
             cv.notify_all();
         }
         std::thread::sleep(b.delay);
-        let out = if b.basic_only && !basic {
+        let out = if let Some(out) = computed {
+            out
+        } else if b.basic_only && !basic {
             response(
                 401,
                 &[("WWW-Authenticate", "Basic realm=\"upstream\"")],
@@ -277,9 +296,11 @@ fn serve(conn: TcpStream, rec: Arc<(Mutex<Vec<Message>>, Condvar)>, b: Behaviour
             b.response.clone()
         };
         if w.write_all(&out).is_err() {
-            return;
+            break;
         }
     }
+    // The accept loop keeps a clone of this stream: close it explicitly so the peer sees it.
+    let _ = w.shutdown(Shutdown::Both);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -334,7 +355,7 @@ impl Gateway {
             let shutdown = Arc::new(tokio::sync::Notify::new());
             let signal = TestShutdown(shutdown.clone());
             let thread = std::thread::spawn(move || {
-                tokengate::server::run(settings, Some(Box::new(signal)));
+                tokengate::server::run(settings, Some(Box::new(signal))).expect("gateway runs");
             });
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
             let deadline = Instant::now() + WAIT;

@@ -1,0 +1,208 @@
+//! Client records from a file (TOML or JSON), re-read when it changes or on SIGHUP.
+//!
+//! A new version is parsed and validated whole before it replaces the records in force (one atomic
+//! swap: requests see either the old or the new set, never a mix). A bad file is logged and
+//! ignored; the previous records stay.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use super::record::{parse_client_file, ClientRecord, ClientSet, FileFormat};
+
+/// What identifies a version of the file on disk.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Reads, parses and validates a client file. Parse errors give the line, never the line's text
+/// (which could hold a secret).
+pub fn load_file(path: &Path) -> Result<ClientSet, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let env = |k: &str| std::env::var(k).ok();
+    parse_client_file(&text, FileFormat::of(path), &env).map_err(|e| redact_snippet(&e))
+}
+
+/// toml's errors quote the offending line; keep only the position and the message.
+fn redact_snippet(e: &str) -> String {
+    if !e.starts_with("TOML parse error") {
+        return e.to_string();
+    }
+    let mut lines = e.lines();
+    let position = lines
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("TOML parse error ");
+    let message = e.lines().last().unwrap_or_default();
+    format!("{position}: {message}")
+}
+
+/// The records of one client file, swapped atomically on reload.
+pub struct FileStore {
+    path: PathBuf,
+    current: ArcSwap<ClientSet>,
+    stamp: Mutex<Stamp>,
+    generation: AtomicU64,
+}
+
+impl FileStore {
+    /// Loads the file; an invalid file is an error (at start, the gateway must not run without it).
+    pub fn open(path: &Path) -> Result<FileStore, String> {
+        let before = stamp(path);
+        let set = load_file(path)?;
+        Ok(FileStore {
+            path: path.to_path_buf(),
+            current: ArcSwap::from_pointee(set),
+            stamp: Mutex::new(before),
+            generation: AtomicU64::new(1),
+        })
+    }
+
+    pub fn get(&self, env_id: &str, client_id: &[u8]) -> Option<Arc<ClientRecord>> {
+        self.current
+            .load()
+            .records
+            .get(&(env_id.to_string(), client_id.to_vec()))
+            .cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.current.load().records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many versions have been put in force (1 after start).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Re-reads the file if it changed on disk (or always, with `force`). `Ok(true)` when new
+    /// records are in force; `Err` when the file was refused and the previous records stay.
+    pub fn reload(&self, force: bool) -> Result<bool, String> {
+        let now = stamp(&self.path);
+        {
+            let seen = self
+                .stamp
+                .lock()
+                .map_err(|_| "reload state poisoned".to_string())?;
+            if !force && *seen == now {
+                return Ok(false);
+            }
+        }
+        // Remember the stamp even when the file is refused, so that a bad file is reported once.
+        if let Ok(mut seen) = self.stamp.lock() {
+            *seen = now;
+        }
+        let set = load_file(&self.path)?;
+        self.current.store(Arc::new(set));
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+}
+
+/// Background service: polls the file for changes and reloads on SIGHUP.
+pub struct FileWatcher {
+    pub store: Arc<FileStore>,
+    pub interval: Duration,
+}
+
+impl FileWatcher {
+    fn reload(&self, force: bool) {
+        match self.store.reload(force) {
+            Ok(true) => tracing::info!(
+                path = %self.store.path.display(),
+                clients = self.store.len(),
+                generation = self.store.generation(),
+                "client file reloaded"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::error!(
+                path = %self.store.path.display(),
+                error = %e,
+                "client file refused; the previous client records stay in force"
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for FileWatcher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.reload(false),
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => {
+                    tracing::info!("SIGHUP: reloading the client file");
+                    self.reload(true)
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: &str = "[[clients]]\nenv_id = \"e\"\nclient_id = \"a\"\nauth_methods = [\"none\"]\n";
+    const TWO: &str = "[[clients]]\nenv_id = \"e\"\nclient_id = \"b\"\nauth_methods = [\"none\"]\n";
+
+    fn temp_file(name: &str, text: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("tokengate-file-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("clients.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn reload_swaps_in_a_changed_file() {
+        let p = temp_file("swap", ONE);
+        let store = FileStore::open(&p).unwrap();
+        assert!(store.get("e", b"a").is_some());
+        assert_eq!(store.reload(false), Ok(false));
+        std::fs::write(&p, format!("{ONE}{TWO}")).unwrap();
+        assert_eq!(store.reload(true), Ok(true));
+        assert!(store.get("e", b"b").is_some());
+        assert_eq!(store.generation(), 2);
+    }
+
+    #[test]
+    fn a_bad_file_is_refused_and_the_previous_records_stay() {
+        let p = temp_file("bad", ONE);
+        let store = FileStore::open(&p).unwrap();
+        std::fs::write(
+            &p,
+            "[[clients]]\nenv_id = \"e\"\nsecret = \"plain:Hunter2\"\nbroken",
+        )
+        .unwrap();
+        let e = store.reload(true).unwrap_err();
+        assert!(!e.contains("Hunter2"), "{e}");
+        assert!(store.get("e", b"a").is_some());
+        assert_eq!(store.generation(), 1);
+    }
+
+    #[test]
+    fn an_invalid_file_at_start_is_an_error() {
+        let p = temp_file("start", "[[clients]]\nenv_id = \"e\"\n");
+        assert!(FileStore::open(&p).is_err());
+    }
+}

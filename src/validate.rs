@@ -1,0 +1,123 @@
+//! Validation in place: checks a token request's client authentication against the client
+//! records, so that only valid requests reach the authorization server.
+//!
+//! Order: lockout → record → method policy → secret (argon2 at most once per distinct client and
+//! secret within `verified_ttl`, on a blocking thread) → grant type. Every failed authentication
+//! is counted for the client_id and the source address, known client or not.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::clients::cache::{Lookup, ReadThrough};
+use crate::clients::file::FileStore;
+use crate::clients::policy::{self, authentication_failed};
+use crate::clients::record::{AuthMethod, ClientKey, ClientRecord};
+use crate::clients::registry::Registry;
+use crate::clients::secret::VerifiedCache;
+use crate::lockout::FailureLimiter;
+use crate::protocol::{Extracted, MethodSeen, OAuthError};
+
+/// Where client records come from.
+pub enum ClientStore {
+    File(Arc<FileStore>),
+    Registry(Box<CachedRegistry>),
+}
+
+/// An HTTP registry behind a read-through cache.
+pub struct CachedRegistry {
+    pub cache: ReadThrough<ClientKey, ClientRecord>,
+    pub registry: Registry,
+}
+
+impl ClientStore {
+    pub async fn lookup(&self, env_id: &str, client_id: &[u8]) -> Lookup<ClientRecord> {
+        match self {
+            ClientStore::File(f) => match f.get(env_id, client_id) {
+                Some(r) => Lookup::Found(r),
+                None => Lookup::Unknown,
+            },
+            ClientStore::Registry(r) => {
+                r.cache
+                    .get(&(env_id.to_string(), client_id.to_vec()), &r.registry)
+                    .await
+            }
+        }
+    }
+}
+
+pub struct Validator {
+    pub store: ClientStore,
+    pub verified: VerifiedCache,
+    pub limiter: Box<dyn FailureLimiter>,
+}
+
+impl Validator {
+    /// `Ok` carries the method the upstream demands for this client, if its record names one.
+    pub async fn validate(
+        &self,
+        env_id: &str,
+        x: &Extracted,
+        ip: Option<IpAddr>,
+    ) -> Result<Option<AuthMethod>, OAuthError> {
+        let tried_basic = x.tried_basic();
+        let method = match x.method_seen() {
+            MethodSeen::NoneFound => {
+                return Err(OAuthError::invalid_client(
+                    "client authentication is required",
+                    false,
+                ))
+            }
+            seen => AuthMethod::of_request(seen).ok_or(OAuthError::invalid_client(
+                "this authentication method is not accepted by the gateway",
+                false,
+            ))?,
+        };
+        let client_id = x.client_id().unwrap_or_default();
+        if let Some(retry_after) = self.limiter.check(client_id, ip) {
+            return Err(OAuthError::locked_out(retry_after));
+        }
+        let fail = |e: OAuthError| {
+            self.limiter.record_failure(client_id, ip);
+            e
+        };
+        let record = match self.store.lookup(env_id, client_id).await {
+            Lookup::Found(r) => r,
+            Lookup::Unknown => return Err(fail(authentication_failed(tried_basic))),
+            Lookup::Unavailable => return Err(OAuthError::registry_unavailable()),
+        };
+        policy::check_method(&record, method, tried_basic).map_err(fail)?;
+        if method != AuthMethod::None
+            && !self
+                .verify(env_id, &record, x.secret().unwrap_or_default())
+                .await
+        {
+            return Err(fail(authentication_failed(tried_basic)));
+        }
+        policy::check_grant(&record, x.grant_type())?;
+        Ok(record.upstream_method)
+    }
+
+    async fn verify(&self, env_id: &str, record: &Arc<ClientRecord>, presented: &[u8]) -> bool {
+        let Some(spec) = &record.secret else {
+            return false;
+        };
+        let key = self
+            .verified
+            .key(env_id, record.client_id.as_bytes(), spec, presented);
+        if self.verified.contains(&key) {
+            return true;
+        }
+        let ok = if spec.is_expensive() {
+            let (spec, presented) = (spec.clone(), presented.to_vec());
+            tokio::task::spawn_blocking(move || spec.verify(&presented))
+                .await
+                .unwrap_or(false)
+        } else {
+            spec.verify(presented)
+        };
+        if ok {
+            self.verified.insert(key);
+        }
+        ok
+    }
+}
