@@ -716,7 +716,11 @@ mod tests {
 
     #[test]
     fn shipped_configs_are_valid() {
-        for f in ["conf/tokengate.toml", "conf/demo.toml"] {
+        for f in [
+            "conf/tokengate.toml",
+            "conf/demo.toml",
+            "conf/validate-demo.toml",
+        ] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
             Settings::load(&path).unwrap_or_else(|e| panic!("{f}: {e}"));
         }
@@ -799,6 +803,55 @@ mod tests {
                 "{url}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn validation_needs_exactly_one_client_source() {
+        let route = "[[routes]]\npath = \"/{e}/as/token\"\nmode = \"validate\"\n";
+        let e = err(&format!("{MINIMAL}\n{route}"));
+        assert!(
+            e.starts_with("routes[0].mode") && e.contains("[clients]"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{MINIMAL}\n{route}[clients]\nfile = \"c.toml\"\nregistry_url = \"http://r\"\n"
+        ));
+        assert!(e.starts_with("clients:"), "{e}");
+        let e = err(&format!("{MINIMAL}\n[lockout]\nwindow = \"1s\"\n"));
+        assert!(e.starts_with("lockout"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}\n[[routes]]\npath = \"/x\"\nmode = \"passthrough\"\nvalidate = true\n"
+        ));
+        assert!(e.starts_with("routes[0].validate"), "{e}");
+    }
+
+    #[test]
+    fn validate_combines_with_a_conversion_and_a_registry_keeps_its_path() {
+        let s = Settings::parse(&format!(
+            "{MINIMAL}\n[[routes]]\npath = \"/{{e}}/as/token\"\nmode = \"to_basic\"\nvalidate = true\n\
+             [clients]\nregistry_url = \"https://reg.example:8443/v1/\"\nregistry_timeout = \"750ms\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.routes[0].mode,
+            RouteMode::Token {
+                conversion: Some(Conversion::ToBasic),
+                validate: true
+            }
+        );
+        let c = s.clients.unwrap();
+        let ClientSource::Registry {
+            upstream,
+            base_path,
+        } = c.source
+        else {
+            panic!("registry expected")
+        };
+        assert_eq!(
+            (upstream.tls, upstream.port, base_path.as_str()),
+            (true, 8443, "/v1")
+        );
+        assert_eq!(upstream.read_timeout, Duration::from_millis(750));
     }
 
     #[test]

@@ -85,6 +85,84 @@ impl Drop for KillOnDrop {
     }
 }
 
+#[test]
+fn hash_secret_prints_a_record_line_that_verifies() {
+    use std::io::Write;
+    for (args, prefix) in [
+        (
+            &["hash-secret"][..],
+            "secret = \"$argon2id$v=19$m=19456,t=2,p=1$",
+        ),
+        (
+            &["hash-secret", "--algorithm", "sha256"][..],
+            "secret = \"sha256:",
+        ),
+    ] {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all("s3cr:t é+%41\n".as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let line = String::from_utf8(out.stdout).unwrap();
+        assert!(line.starts_with(prefix), "{line}");
+        let value = line
+            .trim()
+            .trim_start_matches("secret = \"")
+            .trim_end_matches('"');
+        let spec = tokengate::clients::secret::parse_secret(value, false, &|_| None).unwrap();
+        assert!(spec.verify("s3cr:t é+%41".as_bytes()));
+        assert!(!spec.verify("s3cr:t é+%41\n".as_bytes()));
+    }
+    let out = Command::new(BIN)
+        .arg("hash-secret")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn check_config_validates_the_client_file_it_names() {
+    let out = tokengate(&["check-config", "conf/validate-demo.toml"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 client(s)"));
+
+    let dir = tempdir();
+    std::fs::write(
+        dir.join("clients.toml"),
+        "[[clients]]\nenv_id = \"e\"\nclient_id = \"a\"\nauth_methods = [\"client_secret_jwt\"]\n",
+    )
+    .unwrap();
+    let conf = dir.join("gw.toml");
+    std::fs::write(
+        &conf,
+        "default_upstream = \"a\"\n[upstreams.a]\nurl = \"http://127.0.0.1:1\"\n\
+         [[routes]]\npath = \"/{env_id}/as/token\"\nmode = \"validate\"\n\
+         [clients]\nfile = \"clients.toml\"\n",
+    )
+    .unwrap();
+    let out = tokengate(&["check-config", conf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("clients[0].auth_methods"), "{err}");
+    // The gateway refuses to start on it too.
+    let out = tokengate(&["run", "--config", conf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
 fn tempdir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "tokengate-test-{}-{:?}",

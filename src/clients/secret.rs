@@ -140,6 +140,13 @@ impl fmt::Debug for SecretSpec {
     }
 }
 
+/// Largest argon2 memory cost accepted, in KiB (256 MiB).
+pub const MAX_ARGON2_M_COST: u32 = 262_144;
+/// Largest argon2 time cost accepted.
+pub const MAX_ARGON2_T_COST: u32 = 16;
+/// Largest argon2 parallelism accepted.
+pub const MAX_ARGON2_P_COST: u32 = 16;
+
 /// Parses a secret spec string.
 ///
 /// `allow_plaintext` gates `plain:<value>`; `env:<VAR>` is always allowed since the operator
@@ -206,7 +213,18 @@ fn parse_argon2id(spec: &str) -> Result<SecretSpec, SecretError> {
     if hash.hash.is_none() {
         return Err(SecretError::MalformedArgon2("missing hash"));
     }
-    Params::try_from(&hash).map_err(|_| SecretError::MalformedArgon2("invalid parameters"))?;
+    let params =
+        Params::try_from(&hash).map_err(|_| SecretError::MalformedArgon2("invalid parameters"))?;
+    // Every verification pays this cost: refuse records that would let one request take a
+    // quarter GiB of memory or many seconds of CPU.
+    if params.m_cost() > MAX_ARGON2_M_COST
+        || params.t_cost() > MAX_ARGON2_T_COST
+        || params.p_cost() > MAX_ARGON2_P_COST
+    {
+        return Err(SecretError::MalformedArgon2(
+            "cost parameters too high (at most m=262144, t=16, p=16)",
+        ));
+    }
     Ok(SecretSpec::Argon2id(spec.to_owned()))
 }
 
@@ -562,6 +580,16 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn argon2id_with_excessive_cost_is_refused() {
+        let huge = "$argon2id$v=19$m=4194304,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$\
+                    AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        assert_eq!(
+            parse_secret(huge, false, &|_| None).unwrap_err(),
+            SecretError::MalformedArgon2("cost parameters too high (at most m=262144, t=16, p=16)")
+        );
     }
 
     #[test]
