@@ -51,11 +51,11 @@ fn build_validator(
             }))
         }
     };
-    let validator = Validator {
+    let validator = Validator::new(
         store,
-        verified: VerifiedCache::new(c.verified_ttl, c.verified_capacity),
-        limiter: Box::new(LocalLimiter::new(c.lockout)),
-    };
+        VerifiedCache::new(c.verified_ttl, c.verified_capacity),
+        Box::new(LocalLimiter::new(c.lockout)),
+    );
     Ok((validator, services))
 }
 

@@ -47,11 +47,28 @@ impl ClientStore {
 
 pub struct Validator {
     pub store: ClientStore,
-    pub verified: VerifiedCache,
-    pub limiter: Box<dyn FailureLimiter>,
+    verified: VerifiedCache,
+    limiter: Box<dyn FailureLimiter>,
+    /// Bounds concurrent argon2 verifications (each takes ~19 MiB and a core for tens of ms), so
+    /// that a burst of wrong secrets cannot exhaust memory before the lockout counts them.
+    argon2_slots: tokio::sync::Semaphore,
 }
 
 impl Validator {
+    pub fn new(
+        store: ClientStore,
+        verified: VerifiedCache,
+        limiter: Box<dyn FailureLimiter>,
+    ) -> Validator {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Validator {
+            store,
+            verified,
+            limiter,
+            argon2_slots: tokio::sync::Semaphore::new(cores),
+        }
+    }
+
     /// `Ok` carries the method the upstream demands for this client, if its record names one.
     pub async fn validate(
         &self,
@@ -101,20 +118,23 @@ impl Validator {
         let Some(spec) = &record.secret else {
             return false;
         };
+        // A salted SHA-256 or a plain compare costs less than the digest that would remember it.
+        if !spec.is_expensive() {
+            return spec.verify(presented);
+        }
         let key = self
             .verified
             .key(env_id, record.client_id.as_bytes(), spec, presented);
         if self.verified.contains(&key) {
             return true;
         }
-        let ok = if spec.is_expensive() {
-            let (spec, presented) = (spec.clone(), presented.to_vec());
-            tokio::task::spawn_blocking(move || spec.verify(&presented))
-                .await
-                .unwrap_or(false)
-        } else {
-            spec.verify(presented)
+        let Ok(_slot) = self.argon2_slots.acquire().await else {
+            return false;
         };
+        let (owned_spec, owned) = (spec.clone(), presented.to_vec());
+        let ok = tokio::task::spawn_blocking(move || owned_spec.verify(&owned))
+            .await
+            .unwrap_or(false);
         if ok {
             self.verified.insert(key);
         }
