@@ -411,6 +411,36 @@ fn unknown_clients_are_cached_negatively() {
 }
 
 #[test]
+fn a_flood_of_unknown_ids_keeps_the_cache_within_its_bound() {
+    let up = Upstream::start(Behaviour::default());
+    let reg = registry(Duration::ZERO);
+    let gw = registry_gateway(
+        &up,
+        reg.addr,
+        "cache_capacity = 50\ncache_negative_ttl = \"1h\"\n\
+         [lockout]\nmax_failures_per_client = 0\nmax_failures_per_ip = 0\n",
+    );
+    let conn = gw.connect();
+    let mut w = conn.try_clone().unwrap();
+    let mut r = BufReader::new(conn);
+    let mut ask = |id: &str| {
+        w.write_all(&token_post(ENV, &[FORM], &form(id, "x"))).unwrap();
+        read_message(&mut r, false).unwrap().unwrap().status()
+    };
+    for i in 0..500 {
+        assert_eq!(ask(&format!("flood{i}")), 401);
+    }
+    assert_eq!(reg.received().len(), 500);
+    // The newest answers are still cached; the oldest were evicted to stay within 50 entries,
+    // so asking again goes back to the registry.
+    assert_eq!(ask("flood499"), 401);
+    assert_eq!(reg.received().len(), 500);
+    assert_eq!(ask("flood0"), 401);
+    assert_eq!(reg.received().len(), 501);
+    assert!(up.received().is_empty());
+}
+
+#[test]
 fn registry_down_serves_stale_records_within_the_bound() {
     let up = Upstream::start(Behaviour::default());
     let reg = registry(Duration::ZERO);
