@@ -473,20 +473,16 @@ fn lower_clients(c: FileClients, l: FileLockout) -> Result<ClientsSettings, Conf
             ))
         }
     };
-    for (field, d) in [
-        ("reload_interval", c.reload_interval),
-        ("registry_timeout", c.registry_timeout),
-        ("cache_ttl", c.cache_ttl),
-        ("cache_negative_ttl", c.cache_negative_ttl),
-        ("verified_ttl", c.verified_ttl),
-    ] {
-        if d.is_zero() {
-            return Err(invalid(
-                format!("clients.{field}"),
-                "must be greater than zero",
-            ));
-        }
-    }
+    all_positive(
+        "clients",
+        &[
+            ("reload_interval", c.reload_interval),
+            ("registry_timeout", c.registry_timeout),
+            ("cache_ttl", c.cache_ttl),
+            ("cache_negative_ttl", c.cache_negative_ttl),
+            ("verified_ttl", c.verified_ttl),
+        ],
+    )?;
     for (field, n) in [
         ("cache_capacity", c.cache_capacity),
         ("verified_capacity", c.verified_capacity),
@@ -520,6 +516,17 @@ fn lower_clients(c: FileClients, l: FileLockout) -> Result<ClientsSettings, Conf
             max_failures_per_ip: l.max_failures_per_ip,
         },
     })
+}
+
+/// Durations that must be greater than zero, named `{section}.{field}` when one is not.
+fn all_positive(section: &str, fields: &[(&str, Duration)]) -> Result<(), ConfigError> {
+    match fields.iter().find(|(_, d)| d.is_zero()) {
+        Some((field, _)) => Err(invalid(
+            format!("{section}.{field}"),
+            "must be greater than zero",
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Registry calls get the registry timeout for every phase.
@@ -653,21 +660,17 @@ fn lower_upstream(name: String, u: FileUpstream) -> Result<UpstreamSettings, Con
         Some(h) => h,
         None => base.host_header.clone(),
     };
-    for (field, d) in [
-        ("connect_timeout", u.connect_timeout),
-        ("total_connection_timeout", u.total_connection_timeout),
-        ("read_timeout", u.read_timeout),
-        ("write_timeout", u.write_timeout),
-        ("idle_timeout", u.idle_timeout),
-        ("resolve_interval", u.resolve_interval),
-    ] {
-        if d.is_zero() {
-            return Err(invalid(
-                format!("{key}.{field}"),
-                "must be greater than zero",
-            ));
-        }
-    }
+    all_positive(
+        &key,
+        &[
+            ("connect_timeout", u.connect_timeout),
+            ("total_connection_timeout", u.total_connection_timeout),
+            ("read_timeout", u.read_timeout),
+            ("write_timeout", u.write_timeout),
+            ("idle_timeout", u.idle_timeout),
+            ("resolve_interval", u.resolve_interval),
+        ],
+    )?;
     Ok(UpstreamSettings {
         host_header,
         basic_encoding: match u.basic_encoding {
@@ -852,6 +855,18 @@ mod tests {
             (true, 8443, "/v1")
         );
         assert_eq!(upstream.read_timeout, Duration::from_millis(750));
+    }
+
+    #[test]
+    fn zero_durations_are_rejected_by_key() {
+        let e = err(
+            "default_upstream = \"a\"\n[upstreams.a]\nurl = \"http://x\"\nread_timeout = \"0s\"\n",
+        );
+        assert_eq!(e, "upstreams.a.read_timeout: must be greater than zero");
+        let e = err(&format!(
+            "{MINIMAL}\n[clients]\nfile = \"c\"\ncache_ttl = \"0s\"\n"
+        ));
+        assert_eq!(e, "clients.cache_ttl: must be greater than zero");
     }
 
     #[test]

@@ -424,7 +424,8 @@ fn a_flood_of_unknown_ids_keeps_the_cache_within_its_bound() {
     let mut w = conn.try_clone().unwrap();
     let mut r = BufReader::new(conn);
     let mut ask = |id: &str| {
-        w.write_all(&token_post(ENV, &[FORM], &form(id, "x"))).unwrap();
+        w.write_all(&token_post(ENV, &[FORM], &form(id, "x")))
+            .unwrap();
         read_message(&mut r, false).unwrap().unwrap().status()
     };
     for i in 0..500 {
