@@ -23,7 +23,7 @@ use crate::validate::Validator;
 /// The gateway: configuration and upstreams, shared by every request.
 pub struct Gateway {
     settings: Arc<Settings>,
-    upstreams: Arc<[Upstream]>,
+    upstreams: Arc<[Arc<Upstream>]>,
     validator: Option<Arc<Validator>>,
 }
 
@@ -41,7 +41,7 @@ pub struct Ctx {
 impl Gateway {
     pub fn new(
         settings: Arc<Settings>,
-        upstreams: Arc<[Upstream]>,
+        upstreams: Arc<[Arc<Upstream>]>,
         validator: Option<Arc<Validator>>,
     ) -> Gateway {
         Gateway {
@@ -113,7 +113,7 @@ impl Gateway {
                 let demanded = v
                     .validate(env_id.unwrap_or_default(), &extracted, ip)
                     .await?;
-                demanded.map(to_conversion).or(conversion)
+                demanded.and_then(to_conversion).or(conversion)
             }
             _ => conversion,
         };
@@ -144,13 +144,13 @@ impl Gateway {
     }
 }
 
-/// The conversion that gives the upstream the method it demands for a client.
-fn to_conversion(m: AuthMethod) -> Conversion {
+/// The conversion that gives the upstream the method it demands for a client (`none`: nothing
+/// to convert to).
+fn to_conversion(m: AuthMethod) -> Option<Conversion> {
     match m {
-        AuthMethod::ClientSecretBasic => Conversion::ToBasic,
-        AuthMethod::ClientSecretPost => Conversion::ToPost,
-        // A public client sends no secret: nothing to convert; `to_post` leaves it unchanged.
-        AuthMethod::None => Conversion::ToPost,
+        AuthMethod::ClientSecretBasic => Some(Conversion::ToBasic),
+        AuthMethod::ClientSecretPost => Some(Conversion::ToPost),
+        AuthMethod::None => None,
     }
 }
 

@@ -16,17 +16,15 @@ use crate::proxy::Gateway;
 use crate::upstream::{Resolver, Upstream};
 use crate::validate::{CachedRegistry, ClientStore, Validator};
 
-/// The validator and the background services it needs (file watcher, registry resolver).
+type Services = Vec<Box<dyn pingora::services::ServiceWithDependents>>;
+
+/// The validator, the background services it needs (the file watcher), and the registry's
+/// upstream (to keep resolved).
 fn build_validator(
     c: &ClientsSettings,
-) -> Result<
-    (
-        Validator,
-        Vec<Box<dyn pingora::services::ServiceWithDependents>>,
-    ),
-    String,
-> {
-    let mut services: Vec<Box<dyn pingora::services::ServiceWithDependents>> = Vec::new();
+) -> Result<(Validator, Services, Option<Arc<Upstream>>), String> {
+    let mut services: Services = Vec::new();
+    let mut registry_upstream = None;
     let store = match &c.source {
         ClientSource::File(path) => {
             let store = Arc::new(FileStore::open(path)?);
@@ -44,7 +42,8 @@ fn build_validator(
             upstream,
             base_path,
         } => {
-            let up = Upstream::new(upstream.clone());
+            let up = Arc::new(Upstream::new(upstream.clone()));
+            registry_upstream = Some(up.clone());
             ClientStore::Registry(Box::new(CachedRegistry {
                 cache: ReadThrough::new(c.cache),
                 registry: Registry::new(up, base_path, c.registry_timeout, c.allow_plaintext),
@@ -56,7 +55,7 @@ fn build_validator(
         VerifiedCache::new(c.verified_ttl, c.verified_capacity),
         Box::new(LocalLimiter::new(c.lockout)),
     );
-    Ok((validator, services))
+    Ok((validator, services, registry_upstream))
 }
 
 /// Builds the server: the proxy service on every listen address, the upstream resolver and, when
@@ -73,21 +72,22 @@ pub fn build(settings: Settings) -> Result<Server, String> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let upstreams: Arc<[Upstream]> = settings
+    let upstreams: Arc<[Arc<Upstream>]> = settings
         .upstreams
         .iter()
-        .cloned()
-        .map(Upstream::new)
+        .map(|u| Arc::new(Upstream::new(u.clone())))
         .collect();
+    let mut resolved: Vec<Arc<Upstream>> = upstreams.to_vec();
     let (validator, client_services) = match &settings.clients {
         Some(c) => {
-            let (v, services) = build_validator(c)?;
+            let (v, services, registry) = build_validator(c)?;
+            resolved.extend(registry);
             (Some(Arc::new(v)), services)
         }
         None => (None, Vec::new()),
     };
     let listen = settings.server.listen.clone();
-    let gateway = Gateway::new(Arc::new(settings), upstreams.clone(), validator);
+    let gateway = Gateway::new(Arc::new(settings), upstreams, validator);
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "tokengate");
     for addr in &listen {
@@ -96,7 +96,9 @@ pub fn build(settings: Settings) -> Result<Server, String> {
     server.add_service(proxy);
     server.add_service(background_service(
         "upstream resolver",
-        Resolver { upstreams },
+        Resolver {
+            upstreams: resolved,
+        },
     ));
     server.add_services(client_services);
     Ok(server)

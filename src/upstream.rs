@@ -93,13 +93,18 @@ impl Upstream {
 
 /// Background service that keeps named upstreams resolved.
 pub struct Resolver {
-    pub upstreams: Arc<[Upstream]>,
+    pub upstreams: Vec<Arc<Upstream>>,
 }
 
 #[async_trait]
 impl BackgroundService for Resolver {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let named: Vec<&Upstream> = self.upstreams.iter().filter(|u| u.is_named()).collect();
+        let named: Vec<&Upstream> = self
+            .upstreams
+            .iter()
+            .map(|u| &**u)
+            .filter(|u| u.is_named())
+            .collect();
         let Some(interval) = named.iter().map(|u| u.settings.resolve_interval).min() else {
             return;
         };

@@ -2,6 +2,7 @@
 //! record (200) or 404 for an unknown client. Every call is bounded by a timeout; connections are
 //! pooled by Pingora's connector.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,7 +27,7 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// An HTTP client registry.
 pub struct Registry {
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
     base_path: String,
     timeout: Duration,
     allow_plaintext: bool,
@@ -36,7 +37,7 @@ pub struct Registry {
 impl Registry {
     /// `upstream` is where the registry is; `base_path` (no trailing `/`) prefixes every lookup.
     pub fn new(
-        upstream: Upstream,
+        upstream: Arc<Upstream>,
         base_path: &str,
         timeout: Duration,
         allow_plaintext: bool,
