@@ -163,6 +163,91 @@ fn check_config_validates_the_client_file_it_names() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+#[test]
+fn sighup_reloads_the_client_file() {
+    use tokengate::clients::secret::hash_sha256;
+    let up = Upstream::start(Behaviour::default());
+    let dir = tempdir().join("hup");
+    std::fs::create_dir_all(&dir).unwrap();
+    let client = |id: &str| {
+        format!(
+            "[[clients]]\nenv_id = \"{}\"\nclient_id = \"{id}\"\nsecret = \"{}\"\n\
+             auth_methods = [\"client_secret_post\"]\n",
+            ENV.split('/').nth(1).unwrap(),
+            hash_sha256(b"s")
+        )
+    };
+    std::fs::write(dir.join("clients.toml"), client("first")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.join("gw.toml");
+    // The file is polled only hourly: only SIGHUP can make the change visible in this test.
+    std::fs::write(
+        &conf,
+        format!(
+            "{}[server]\nlisten = [\"127.0.0.1:{port}\"]\ngrace_period = \"0s\"\n\
+             [clients]\nfile = \"clients.toml\"\nreload_interval = \"1h\"\n",
+            config(up.addr, &token_route("validate"))
+        ),
+    )
+    .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(["run", "--config", conf.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ask = |id: &str| {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut w = s.try_clone().unwrap();
+        std::io::Write::write_all(
+            &mut w,
+            &token_post(
+                ENV,
+                &[FORM],
+                &format!("grant_type=x&client_id={id}&client_secret=s"),
+            ),
+        )
+        .unwrap();
+        read_message(&mut std::io::BufReader::new(s), false)
+            .unwrap()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(ask("first"), 200);
+    assert_eq!(ask("second"), 401);
+    std::fs::write(dir.join("clients.toml"), client("second")).unwrap();
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + WAIT;
+    while ask("second") != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the client file"
+        );
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "SIGHUP killed the gateway"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(ask("first"), 401);
+}
+
 fn tempdir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "tokengate-test-{}-{:?}",

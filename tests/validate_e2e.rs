@@ -225,6 +225,33 @@ fn public_client_passes_unchanged_and_a_secretless_confidential_client_does_not(
     assert_eq!(up.received().len(), 1);
 }
 
+#[test]
+fn validate_combines_with_the_routes_conversion_for_clients_without_an_upstream_method() {
+    let up = Upstream::start(Behaviour::default());
+    let clients = record(
+        "plain-post",
+        Some(&hash_sha256(b"pp")),
+        "[\"client_secret_post\"]",
+        "",
+    );
+    let path = write_clients(&temp_dir("combine"), &clients);
+    let extra = format!(
+        "[[routes]]\nname = \"token\"\npath = \"/{{env_id}}/as/token\"\nmode = \"to_basic\"\n\
+         validate = true\n[clients]\nfile = \"{}\"\n",
+        path.display()
+    );
+    let gw = Gateway::start(&config(up.addr, &extra));
+    assert_oauth_error(
+        &post(&gw, &form("plain-post", "wrong")),
+        401,
+        "invalid_client",
+    );
+    assert_eq!(post(&gw, &form("plain-post", "pp")).status(), 200);
+    let got = up.only();
+    assert_eq!(got.header("authorization").unwrap(), basic("plain-post:pp"));
+    assert_eq!(got.body_str(), "grant_type=client_credentials");
+}
+
 // ---- brute force ----------------------------------------------------------------------------
 
 #[test]
