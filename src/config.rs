@@ -54,6 +54,13 @@ struct FileConfig {
     routes: Vec<FileRoute>,
     clients: Option<FileClients>,
     lockout: Option<FileLockout>,
+    admin: Option<FileAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAdmin {
+    listen: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,6 +256,8 @@ pub struct Settings {
     pub routes: Vec<RouteSettings>,
     /// Client records for validating routes; required when a route validates.
     pub clients: Option<ClientsSettings>,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`), if configured.
+    pub admin: Option<SocketAddr>,
 }
 
 /// Where client records come from.
@@ -446,6 +455,21 @@ fn lower(file: FileConfig) -> Result<Settings, ConfigError> {
         Some(c) => Some(lower_clients(c, file.lockout.unwrap_or_default())?),
         None => None,
     };
+    let admin = match file.admin {
+        Some(a) => Some(a.listen.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                "admin.listen",
+                format!(
+                    "{:?} is not an IP:port address (e.g. \"127.0.0.1:9901\")",
+                    a.listen
+                ),
+            )
+        })?),
+        None => None,
+    };
+    if admin.is_some_and(|a| server.listen.contains(&a)) {
+        return Err(invalid("admin.listen", "must differ from server.listen"));
+    }
     Ok(Settings {
         server,
         token,
@@ -453,6 +477,7 @@ fn lower(file: FileConfig) -> Result<Settings, ConfigError> {
         default_upstream,
         routes,
         clients,
+        admin,
     })
 }
 

@@ -9,11 +9,13 @@
 //! - [`server`]: building and running the Pingora server.
 //! - [`cli`]: the command line.
 
+pub mod admin;
 pub mod cli;
 pub mod clients;
 pub mod config;
 pub mod exchange;
 pub mod lockout;
+pub mod metrics;
 pub mod protocol;
 pub mod proxy;
 pub mod routing;

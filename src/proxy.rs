@@ -15,6 +15,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 use crate::clients::record::AuthMethod;
 use crate::config::{RouteMode, Settings};
 use crate::exchange::{self, Exchange};
+use crate::metrics::{self, Metrics};
 use crate::protocol::{self, token, BodyLimit, Conversion, OAuthError};
 use crate::routing;
 use crate::upstream::Upstream;
@@ -25,6 +26,7 @@ pub struct Gateway {
     settings: Arc<Settings>,
     upstreams: Arc<[Arc<Upstream>]>,
     validator: Option<Arc<Validator>>,
+    metrics: Arc<Metrics>,
 }
 
 /// Per-request state.
@@ -36,6 +38,12 @@ pub struct Ctx {
     exchange: Option<Exchange>,
     /// The status of an answer the gateway gave itself.
     local_status: Option<u16>,
+    /// Its RFC 6749 error code.
+    local_error: Option<protocol::ErrorCode>,
+    /// When the request was sent upstream.
+    upstream_started: Option<Instant>,
+    /// The gateway refused the request itself (it never went upstream).
+    rejected: bool,
 }
 
 impl Gateway {
@@ -43,11 +51,13 @@ impl Gateway {
         settings: Arc<Settings>,
         upstreams: Arc<[Arc<Upstream>]>,
         validator: Option<Arc<Validator>>,
+        metrics: Arc<Metrics>,
     ) -> Gateway {
         Gateway {
             settings,
             upstreams,
             validator,
+            metrics,
         }
     }
 
@@ -154,6 +164,23 @@ fn to_conversion(m: AuthMethod) -> Option<Conversion> {
     }
 }
 
+/// The kind of an upstream failure, for metrics; `None` for a downstream failure.
+fn upstream_error_kind(e: &Error) -> Option<&'static str> {
+    use ErrorType::*;
+    if e.esource() != &ErrorSource::Upstream
+        && !matches!(e.etype(), ConnectTimedout | ConnectRefused | ConnectNoRoute)
+    {
+        return None;
+    }
+    Some(match e.etype() {
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => "timeout",
+        ConnectRefused | ConnectNoRoute | ConnectError | SocketError | BindError => "connect",
+        TLSHandshakeFailure | TLSWantX509Lookup | InvalidCert | HandshakeError => "tls",
+        ConnectionClosed | ReadError | WriteError => "reset",
+        _ => "other",
+    })
+}
+
 /// Maps a failed proxy attempt to the answer the client gets (`None`: the client is gone).
 fn failure_answer(e: &Error) -> Option<OAuthError> {
     use ErrorType::*;
@@ -186,6 +213,9 @@ impl ProxyHttp for Gateway {
             upstream: self.settings.default_upstream,
             exchange: None,
             local_status: None,
+            local_error: None,
+            upstream_started: None,
+            rejected: false,
         }
     }
 
@@ -226,6 +256,8 @@ impl ProxyHttp for Gateway {
             }
             Err(e) => {
                 ctx.local_status = Some(e.status);
+                ctx.local_error = Some(e.code);
+                ctx.rejected = true;
                 self.answer(session, &e).await?;
                 Ok(true)
             }
@@ -251,8 +283,24 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         let upstream = &self.upstreams[ctx.upstream];
         upstream_request.insert_header(header::HOST, upstream.settings.host_header.as_str())?;
+        ctx.upstream_started = Some(Instant::now());
         if let Some(exchange) = &ctx.exchange {
             exchange.apply_head(upstream_request)?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let Some(started) = ctx.upstream_started {
+            self.metrics
+                .upstream_duration
+                .with_label_values(&[self.upstreams[ctx.upstream].settings.name.as_str()])
+                .observe(started.elapsed().as_secs_f64());
         }
         Ok(())
     }
@@ -271,11 +319,18 @@ impl ProxyHttp for Gateway {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if let Some(kind) = upstream_error_kind(e) {
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[self.upstreams[ctx.upstream].settings.name.as_str(), kind])
+                .inc();
+        }
         let answer = failure_answer(e);
         let status = answer.as_ref().map_or(0, |a| a.status);
         if let Some(a) = answer {
             if session.response_written().is_none() {
                 ctx.local_status = Some(a.status);
+                ctx.local_error = Some(a.code);
                 if let Err(err) = self.answer(session, &a).await {
                     tracing::debug!(error = %err, "could not send the error answer");
                 }
@@ -295,7 +350,6 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let Some(route) = ctx.route else { return };
         let status = ctx
             .local_status
             .or_else(|| session.response_written().map(|r| r.status.as_u16()))
@@ -303,12 +357,30 @@ impl ProxyHttp for Gateway {
         let (method_seen, action) = match &ctx.exchange {
             Some(x) if x.forward.converted() => (x.forward.method_seen.as_str(), "converted"),
             Some(x) => (x.forward.method_seen.as_str(), "forwarded"),
-            None if ctx.local_status.is_some() => ("-", "rejected"),
+            None if ctx.rejected => ("-", "rejected"),
             None => ("-", "passthrough"),
         };
+        let route = ctx
+            .route
+            .map_or(metrics::NO_ROUTE, |r| self.settings.routes[r].name.as_str());
+        let m = &self.metrics;
+        m.requests
+            .with_label_values(&[route, method_seen, action, metrics::status_class(status)])
+            .inc();
+        m.request_duration
+            .with_label_values(&[route])
+            .observe(ctx.started.elapsed().as_secs_f64());
+        if let Some(code) = ctx.local_error {
+            m.rejections
+                .with_label_values(&[route, code.as_str()])
+                .inc();
+        }
+        if ctx.route.is_none() {
+            return;
+        }
         // Never log credentials: only the route, the environment and what was decided.
         tracing::info!(
-            route = %self.settings.routes[route].name,
+            route = %route,
             env_id = ctx.env_id.as_deref().unwrap_or("-"),
             method_seen,
             action,

@@ -6,12 +6,14 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignalWatch};
 use pingora::services::background::background_service;
 
+use crate::admin::Admin;
 use crate::clients::cache::ReadThrough;
 use crate::clients::file::{FileStore, FileWatcher};
 use crate::clients::registry::Registry;
 use crate::clients::secret::VerifiedCache;
 use crate::config::{ClientSource, ClientsSettings, Settings};
 use crate::lockout::LocalLimiter;
+use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::upstream::{Resolver, Upstream};
 use crate::validate::{CachedRegistry, ClientStore, Validator};
@@ -86,8 +88,25 @@ pub fn build(settings: Settings) -> Result<Server, String> {
         }
         None => (None, Vec::new()),
     };
+    let metrics = Arc::new(
+        Metrics::new(validator.clone()).map_err(|e| format!("cannot register metrics: {e}"))?,
+    );
+    if let Some(addr) = settings.admin {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the admin listener is not on loopback: keep it off public networks");
+        }
+        let mut admin = pingora::services::listening::Service::new(
+            "tokengate admin".to_string(),
+            Admin {
+                metrics: metrics.clone(),
+                upstreams: resolved.clone(),
+            },
+        );
+        admin.add_tcp(&addr.to_string());
+        server.add_service(admin);
+    }
     let listen = settings.server.listen.clone();
-    let gateway = Gateway::new(Arc::new(settings), upstreams, validator);
+    let gateway = Gateway::new(Arc::new(settings), upstreams, validator, metrics);
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "tokengate");
     for addr in &listen {

@@ -888,7 +888,8 @@ mod tests {
                         let mut key = [t; 32];
                         key[..2].copy_from_slice(&i.to_be_bytes());
                         cache.insert(key);
-                        assert!(cache.len() <= 32);
+                        // No len() check here: DashMap::len sums shards one by one, so a
+                        // reader racing an evict-then-insert can over-count transiently.
                     }
                 })
             })

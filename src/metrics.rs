@@ -1,0 +1,228 @@
+//! Prometheus metrics: what the gateway saw and decided. All names start with `tokengate_`; units
+//! are in the names (seconds); labels are bounded sets (route names from the configuration, method
+//! and action enums, status classes, RFC 6749 error codes) — never a secret, never a raw client_id
+//! or envID (both come from the request and would let any client grow the label space).
+
+use std::sync::Arc;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::validate::{ClientStore, Validator};
+
+/// Latency buckets in seconds: sub-millisecond gateway work up to upstream timeouts.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    /// `tokengate_requests_total{route, method, action, status_class}`
+    pub requests: IntCounterVec,
+    /// `tokengate_local_rejections_total{route, error}`
+    pub rejections: IntCounterVec,
+    /// `tokengate_request_duration_seconds{route}`
+    pub request_duration: HistogramVec,
+    /// `tokengate_upstream_response_duration_seconds{upstream}`
+    pub upstream_duration: HistogramVec,
+    /// `tokengate_upstream_errors_total{upstream, kind}`
+    pub upstream_errors: IntCounterVec,
+}
+
+/// Where a request went: the configured route's name, or `default` for no route.
+pub const NO_ROUTE: &str = "default";
+
+impl Metrics {
+    /// Registers every metric; `validator` (when routes validate) adds client-store metrics.
+    pub fn new(validator: Option<Arc<Validator>>) -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("tokengate_requests_total", "Requests handled, by route, client authentication method seen, action taken and status class."),
+            &["route", "method", "action", "status_class"],
+        )?;
+        let rejections = IntCounterVec::new(
+            Opts::new(
+                "tokengate_local_rejections_total",
+                "Requests answered by the gateway itself, by route and RFC 6749 error code.",
+            ),
+            &["route", "error"],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "tokengate_request_duration_seconds",
+                "Total time from request to answer, by route.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "tokengate_upstream_response_duration_seconds",
+                "Time from sending the request upstream to its response header, by upstream.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["upstream"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new("tokengate_upstream_errors_total", "Failed upstream exchanges, by upstream and kind (connect, timeout, tls, reset, other)."),
+            &["upstream", "kind"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(rejections.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        if let Some(v) = validator {
+            registry.register(Box::new(ClientMetrics::new(v)?))?;
+        }
+        Ok(Metrics {
+            registry,
+            requests,
+            rejections,
+            request_duration,
+            upstream_duration,
+            upstream_errors,
+        })
+    }
+
+    /// The text exposition format (version 0.0.4).
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .is_err()
+        {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// `2xx` … `5xx`, or `none` when no answer was sent (the client went away).
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}
+
+/// Client-store figures, read at scrape time from the validator.
+struct ClientMetrics {
+    validator: Arc<Validator>,
+    descs: Vec<Desc>,
+}
+
+const CACHE_COUNTERS: [(&str, &str); 7] = [
+    (
+        "tokengate_client_cache_hits_total",
+        "Registry cache lookups answered by a fresh record.",
+    ),
+    (
+        "tokengate_client_cache_negative_hits_total",
+        "Registry cache lookups answered by a cached unknown client.",
+    ),
+    (
+        "tokengate_client_cache_misses_total",
+        "Registry cache lookups that needed the registry.",
+    ),
+    (
+        "tokengate_client_cache_stale_served_total",
+        "Stale records served while the registry failed.",
+    ),
+    (
+        "tokengate_client_cache_evictions_total",
+        "Live entries evicted to stay within the cache capacity.",
+    ),
+    (
+        "tokengate_registry_fetches_total",
+        "Calls to the client registry.",
+    ),
+    (
+        "tokengate_registry_failures_total",
+        "Calls to the client registry that failed.",
+    ),
+];
+
+impl ClientMetrics {
+    fn new(validator: Arc<Validator>) -> Result<ClientMetrics, prometheus::Error> {
+        let mut descs = Vec::new();
+        for (name, help) in CACHE_COUNTERS {
+            descs.push(Desc::new(
+                name.into(),
+                help.into(),
+                vec![],
+                Default::default(),
+            )?);
+        }
+        for (name, help) in GAUGES {
+            descs.push(Desc::new(
+                name.into(),
+                help.into(),
+                vec![],
+                Default::default(),
+            )?);
+        }
+        Ok(ClientMetrics { validator, descs })
+    }
+}
+
+const GAUGES: [(&str, &str); 2] = [
+    (
+        "tokengate_client_records",
+        "Client records in force (file) or cached (registry).",
+    ),
+    (
+        "tokengate_client_file_generation",
+        "Versions of the client file put in force since start (1 after start; 0 with a registry).",
+    ),
+];
+
+impl Collector for ClientMetrics {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut out = Vec::new();
+        let mut counter = |(name, help): (&str, &str), v: u64| {
+            if let Ok(c) = IntCounter::new(name, help) {
+                c.inc_by(v);
+                out.extend(c.collect());
+            }
+        };
+        let (records, generation) = match &self.validator.store {
+            ClientStore::File(f) => (f.len(), f.generation()),
+            ClientStore::Registry(r) => {
+                let s = r.cache.stats();
+                let values = [
+                    s.hits,
+                    s.negative_hits,
+                    s.misses,
+                    s.stale_served,
+                    s.evictions,
+                    s.fetches,
+                    s.fetch_failures,
+                ];
+                for (c, v) in CACHE_COUNTERS.into_iter().zip(values) {
+                    counter(c, v);
+                }
+                (r.cache.len(), 0)
+            }
+        };
+        for ((name, help), v) in GAUGES.into_iter().zip([records as i64, generation as i64]) {
+            if let Ok(g) = IntGauge::new(name, help) {
+                g.set(v);
+                out.extend(g.collect());
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,208 @@
+//! End-to-end: the admin listener. A known sequence of requests through the real gateway, then
+//! `/metrics` scraped and parsed with a real Prometheus text-format parser, with exact values.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufReader, Write};
+use std::net::TcpListener;
+use std::time::Instant;
+
+use common::*;
+
+fn get(addr: std::net::SocketAddr, path: &str) -> Message {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    read_message(&mut BufReader::new(s), false)
+        .unwrap()
+        .unwrap()
+}
+
+/// Waits until the admin listener accepts connections (it starts beside the proxy).
+fn wait_listening(addr: std::net::SocketAddr) {
+    let deadline = Instant::now() + WAIT;
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "admin listener never opened");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn free_addr() -> std::net::SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Parsed samples: "name{k=v,...}" (labels sorted) → value.
+fn scrape(admin: std::net::SocketAddr) -> HashMap<String, f64> {
+    wait_listening(admin);
+    let resp = get(admin, "/metrics");
+    assert_eq!(resp.status(), 200);
+    assert!(resp
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let lines = resp
+        .body_str()
+        .lines()
+        .map(|l| Ok(l.to_string()))
+        .collect::<Vec<_>>();
+    let parsed = prometheus_parse::Scrape::parse(lines.into_iter()).expect("valid exposition");
+    let mut out = HashMap::new();
+    for s in parsed.samples {
+        let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        let value = match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(h) => {
+                out.insert(
+                    format!("{}_count{{{}}}", s.metric, labels.join(",")),
+                    h.iter().map(|b| b.count).fold(0.0, f64::max),
+                );
+                continue;
+            }
+            _ => continue,
+        };
+        out.insert(format!("{}{{{}}}", s.metric, labels.join(",")), value);
+    }
+    out
+}
+
+fn total_requests(m: &HashMap<String, f64>) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.starts_with("tokengate_requests_total{"))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// Scrapes until `n` requests are counted (they are counted once their answer is sent).
+fn scrape_after(admin: std::net::SocketAddr, n: f64) -> HashMap<String, f64> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let m = scrape(admin);
+        if total_requests(&m) >= n {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} requests counted",
+            total_requests(&m)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn metrics_count_exactly_what_the_gateway_saw_and_decided() {
+    let up = Upstream::start(Behaviour::default());
+    let admin = free_addr();
+    let gw = Gateway::start(&config(
+        up.addr,
+        &format!("{}[admin]\nlisten = \"{admin}\"\n", token_route("to_basic")),
+    ));
+    for _ in 0..2 {
+        assert_eq!(
+            gw.send(&token_post(ENV, &[FORM], "client_id=a&client_secret=b"))
+                .status(),
+            200
+        );
+    }
+    assert_eq!(
+        gw.send(&token_post(ENV, &[FORM], "client_id=a%zz"))
+            .status(),
+        400
+    );
+    assert_eq!(
+        gw.send(format!("GET {ENV} HTTP/1.1\r\nHost: g\r\n\r\n").as_bytes())
+            .status(),
+        405
+    );
+    assert_eq!(
+        gw.send(b"GET /.well-known/openid-configuration HTTP/1.1\r\nHost: g\r\n\r\n")
+            .status(),
+        200
+    );
+
+    let m = scrape_after(admin, 5.0);
+    let expect = [
+        ("tokengate_requests_total{action=converted,method=client_secret_post,route=token,status_class=2xx}", 2.0),
+        ("tokengate_requests_total{action=rejected,method=-,route=token,status_class=4xx}", 2.0),
+        ("tokengate_requests_total{action=passthrough,method=-,route=default,status_class=2xx}", 1.0),
+        ("tokengate_local_rejections_total{error=invalid_request,route=token}", 2.0),
+        ("tokengate_request_duration_seconds_count{route=token}", 4.0),
+        ("tokengate_request_duration_seconds_count{route=default}", 1.0),
+        ("tokengate_upstream_response_duration_seconds_count{upstream=up}", 3.0),
+    ];
+    for (k, v) in expect {
+        assert_eq!(m.get(k), Some(&v), "{k} in {m:#?}");
+    }
+    assert_eq!(total_requests(&m), 5.0);
+    // No secret, no client_id in any label or value.
+    let text = get(admin, "/metrics").body_str();
+    assert!(!text.contains("client_id=") && !text.contains("\"a\""));
+}
+
+#[test]
+fn upstream_failures_are_counted_by_kind() {
+    let refused = free_addr();
+    let admin = free_addr();
+    let gw = Gateway::start(&config(
+        refused,
+        &format!("{}[admin]\nlisten = \"{admin}\"\n", token_route("to_basic")),
+    ));
+    assert_eq!(
+        gw.send(&token_post(ENV, &[FORM], "client_id=a&client_secret=b"))
+            .status(),
+        502
+    );
+    let m = scrape_after(admin, 1.0);
+    assert_eq!(
+        m.get("tokengate_upstream_errors_total{kind=connect,upstream=up}"),
+        Some(&1.0),
+        "{m:#?}"
+    );
+    assert_eq!(
+        m.get("tokengate_local_rejections_total{error=server_error,route=token}"),
+        Some(&1.0)
+    );
+    assert_eq!(
+        m.get("tokengate_requests_total{action=converted,method=client_secret_post,route=token,status_class=5xx}"),
+        Some(&1.0)
+    );
+}
+
+#[test]
+fn healthz_readyz_and_unknown_paths() {
+    let up = Upstream::start(Behaviour::default());
+    let admin = free_addr();
+    let gw = Gateway::start(&config(
+        up.addr,
+        &format!("[admin]\nlisten = \"{admin}\"\n"),
+    ));
+    assert_eq!(get(admin, "/healthz").status(), 200);
+    assert_eq!(get(admin, "/readyz").status(), 200);
+    assert_eq!(get(admin, "/nope").status(), 404);
+    drop(gw);
+
+    // An upstream whose name does not resolve: alive, not ready.
+    let admin = free_addr();
+    let toml = config(
+        "127.0.0.1:1".parse().unwrap(),
+        &format!("[admin]\nlisten = \"{admin}\"\n"),
+    )
+    .replace("127.0.0.1:1", "no-such-host.invalid:80");
+    let _gw = Gateway::start(&toml);
+    wait_listening(admin);
+    assert_eq!(get(admin, "/healthz").status(), 200);
+    let ready = get(admin, "/readyz");
+    assert_eq!(ready.status(), 503);
+    assert!(ready.body_str().contains("up"));
+}
