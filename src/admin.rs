@@ -1,6 +1,7 @@
-//! The admin listener: `/metrics` (Prometheus text format), `/healthz` (the process answers) and
-//! `/readyz` (every upstream, and the registry if any, has an address). Bind it to loopback or a
-//! management network only.
+//! The admin listener: `/metrics` (Prometheus text format), `/healthz` (the process answers),
+//! `/readyz` (every upstream, and the registry if any, has an address) and
+//! `/clients/{envID}/{client_id}` (a read-only view of a client record, without its secret).
+//! Bind it to loopback or a management network; optionally require a bearer token.
 
 use std::sync::Arc;
 
@@ -9,13 +10,56 @@ use http::{header, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use percent_encoding::percent_decode_str;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
+use crate::validate::{ClientStore, Validator};
 
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// Upstreams that must be resolvable for `/readyz`.
     pub upstreams: Vec<Arc<Upstream>>,
+    pub validator: Option<Arc<Validator>>,
+    /// Required as `Authorization: Bearer …` on every path but `/healthz`.
+    pub bearer_token: Option<String>,
+}
+
+impl Admin {
+    fn authorized(&self, session: &ServerSession) -> bool {
+        let Some(token) = &self.bearer_token else {
+            return true;
+        };
+        let presented = session
+            .req_header()
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        // Compare digests in constant time, so neither content nor length leaks.
+        let digest = |b: &[u8]| -> [u8; 32] { Sha256::digest(b).into() };
+        bool::from(digest(presented).ct_eq(&digest(token.as_bytes())))
+    }
+
+    /// A client record as JSON, without secret material; `None` when unknown (or not cached).
+    fn client_view(&self, env_id: &str, client_id: &[u8]) -> Option<Vec<u8>> {
+        let record = match &self.validator.as_ref()?.store {
+            ClientStore::File(f) => f.get(env_id, client_id)?,
+            ClientStore::Registry(r) => r.cache.peek(&(env_id.to_string(), client_id.to_vec()))?,
+        };
+        let view = serde_json::json!({
+            "env_id": record.env_id,
+            "client_id": record.client_id,
+            "auth_methods": record.auth_methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+            "upstream_method": record.upstream_method.map(|m| m.as_str()),
+            "grant_types": record.grant_types,
+            "enabled": record.enabled,
+            "secret_kind": record.secret.as_ref().map(|s| s.kind()),
+        });
+        serde_json::to_vec_pretty(&view).ok()
+    }
 }
 
 fn text(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -45,7 +89,39 @@ impl ServeHttp for Admin {
                 b"GET only\n".to_vec(),
             );
         }
-        match req.uri.path() {
+        let path = req.uri.path().to_string();
+        if path != "/healthz" && !self.authorized(session) {
+            let mut resp = text(
+                StatusCode::UNAUTHORIZED,
+                "text/plain",
+                b"bearer token required\n".to_vec(),
+            );
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"tokengate-admin\""),
+            );
+            return resp;
+        }
+        if let Some(rest) = path.strip_prefix("/clients/") {
+            let Some((env, id)) = rest.split_once('/') else {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    b"use /clients/{envID}/{client_id}\n".to_vec(),
+                );
+            };
+            let env = percent_decode_str(env).decode_utf8_lossy();
+            let id: Vec<u8> = percent_decode_str(id).collect();
+            return match self.client_view(&env, &id) {
+                Some(body) => text(StatusCode::OK, "application/json", body),
+                None => text(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    b"no such client (or not cached)\n".to_vec(),
+                ),
+            };
+        }
+        match path.as_str() {
             "/metrics" => text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

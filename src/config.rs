@@ -61,6 +61,7 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct FileAdmin {
     listen: String,
+    bearer_token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,8 +257,28 @@ pub struct Settings {
     pub routes: Vec<RouteSettings>,
     /// Client records for validating routes; required when a route validates.
     pub clients: Option<ClientsSettings>,
-    /// The admin listener (`/metrics`, `/healthz`, `/readyz`), if configured.
-    pub admin: Option<SocketAddr>,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`, `/clients/...`), if configured.
+    pub admin: Option<AdminSettings>,
+}
+
+#[derive(Clone)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    /// When set, every admin path but `/healthz` requires `Authorization: Bearer <token>`.
+    pub bearer_token: Option<String>,
+}
+
+/// Never prints the token.
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("listen", &self.listen)
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// Where client records come from.
@@ -456,18 +477,13 @@ fn lower(file: FileConfig) -> Result<Settings, ConfigError> {
         None => None,
     };
     let admin = match file.admin {
-        Some(a) => Some(a.listen.parse::<SocketAddr>().map_err(|_| {
-            invalid(
-                "admin.listen",
-                format!(
-                    "{:?} is not an IP:port address (e.g. \"127.0.0.1:9901\")",
-                    a.listen
-                ),
-            )
-        })?),
+        Some(a) => Some(lower_admin(a)?),
         None => None,
     };
-    if admin.is_some_and(|a| server.listen.contains(&a)) {
+    if admin
+        .as_ref()
+        .is_some_and(|a| server.listen.contains(&a.listen))
+    {
         return Err(invalid("admin.listen", "must differ from server.listen"));
     }
     Ok(Settings {
@@ -540,6 +556,44 @@ fn lower_clients(c: FileClients, l: FileLockout) -> Result<ClientsSettings, Conf
             max_failures_per_client: l.max_failures_per_client,
             max_failures_per_ip: l.max_failures_per_ip,
         },
+    })
+}
+
+fn lower_admin(a: FileAdmin) -> Result<AdminSettings, ConfigError> {
+    let listen = a.listen.parse::<SocketAddr>().map_err(|_| {
+        invalid(
+            "admin.listen",
+            format!(
+                "{:?} is not an IP:port address (e.g. \"127.0.0.1:9901\")",
+                a.listen
+            ),
+        )
+    })?;
+    // `env:NAME` keeps the token out of the file.
+    let bearer_token = match a.bearer_token {
+        None => None,
+        Some(t) => {
+            let token = match t.strip_prefix("env:") {
+                Some(var) => std::env::var(var).map_err(|_| {
+                    invalid(
+                        "admin.bearer_token",
+                        format!("environment variable {var} is not set"),
+                    )
+                })?,
+                None => t,
+            };
+            if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(
+                    "admin.bearer_token",
+                    "must be at least 16 characters, without spaces",
+                ));
+            }
+            Some(token)
+        }
+    };
+    Ok(AdminSettings {
+        listen,
+        bearer_token,
     })
 }
 
@@ -892,6 +946,29 @@ mod tests {
             "{MINIMAL}\n[clients]\nfile = \"c\"\ncache_ttl = \"0s\"\n"
         ));
         assert_eq!(e, "clients.cache_ttl: must be greater than zero");
+    }
+
+    #[test]
+    fn admin_listener_is_checked_and_its_token_never_printed() {
+        let e = err(&format!(
+            "{MINIMAL}\n[admin]\nlisten = \"127.0.0.1:8080\"\n"
+        ));
+        assert!(e.starts_with("admin.listen: must differ"), "{e}");
+        let e = err(&format!("{MINIMAL}\n[admin]\nlisten = \"x\"\n"));
+        assert!(e.starts_with("admin.listen"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}\n[admin]\nlisten = \"127.0.0.1:9901\"\nbearer_token = \"short\"\n"
+        ));
+        assert!(e.starts_with("admin.bearer_token"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}\n[admin]\nlisten = \"127.0.0.1:9901\"\nbearer_token = \"env:TOKENGATE_TEST_UNSET_VAR\"\n"
+        ));
+        assert!(e.contains("TOKENGATE_TEST_UNSET_VAR is not set"), "{e}");
+        let s = Settings::parse(&format!(
+            "{MINIMAL}\n[admin]\nlisten = \"127.0.0.1:9901\"\nbearer_token = \"Very-Secret-Admin-Token\"\n"
+        ))
+        .unwrap();
+        assert!(!format!("{s:?}").contains("Very-Secret"));
     }
 
     #[test]

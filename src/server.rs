@@ -91,7 +91,8 @@ pub fn build(settings: Settings) -> Result<Server, String> {
     let metrics = Arc::new(
         Metrics::new(validator.clone()).map_err(|e| format!("cannot register metrics: {e}"))?,
     );
-    if let Some(addr) = settings.admin {
+    if let Some(admin_settings) = &settings.admin {
+        let addr = admin_settings.listen;
         if !addr.ip().is_loopback() {
             tracing::warn!(%addr, "the admin listener is not on loopback: keep it off public networks");
         }
@@ -100,6 +101,8 @@ pub fn build(settings: Settings) -> Result<Server, String> {
             Admin {
                 metrics: metrics.clone(),
                 upstreams: resolved.clone(),
+                validator: validator.clone(),
+                bearer_token: admin_settings.bearer_token.clone(),
             },
         );
         admin.add_tcp(&addr.to_string());

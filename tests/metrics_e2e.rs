@@ -11,11 +11,15 @@ use std::time::Instant;
 use common::*;
 
 fn get(addr: std::net::SocketAddr, path: &str) -> Message {
+    get_with(addr, path, "")
+}
+
+fn get_with(addr: std::net::SocketAddr, path: &str, headers: &str) -> Message {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: admin\r\n{headers}Connection: close\r\n\r\n"
     )
     .unwrap();
     read_message(&mut BufReader::new(s), false)
@@ -205,4 +209,65 @@ fn healthz_readyz_and_unknown_paths() {
     let ready = get(admin, "/readyz");
     assert_eq!(ready.status(), 503);
     assert!(ready.body_str().contains("up"));
+}
+
+#[test]
+fn admin_token_guards_everything_but_healthz_and_the_client_view_shows_no_secret() {
+    let up = Upstream::start(Behaviour::default());
+    let dir = std::env::temp_dir().join(format!("tokengate-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hash = tokengate::clients::secret::hash_sha256(b"s");
+    let env = ENV.split('/').nth(1).unwrap();
+    std::fs::write(
+        dir.join("clients.toml"),
+        format!(
+            "[[clients]]\nenv_id = \"{env}\"\nclient_id = \"web:app\"\nsecret = \"{hash}\"\n\
+             auth_methods = [\"CLIENT_SECRET_POST\"]\nupstream_method = \"client_secret_basic\"\n"
+        ),
+    )
+    .unwrap();
+    let admin = free_addr();
+    let token = "0123456789abcdef-admin-token";
+    let gw = Gateway::start(&config(
+        up.addr,
+        &format!(
+            "{}[clients]\nfile = \"{}\"\n[admin]\nlisten = \"{admin}\"\nbearer_token = \"{token}\"\n",
+            token_route("validate"),
+            dir.join("clients.toml").display()
+        ),
+    ));
+    wait_listening(admin);
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    assert_eq!(get(admin, "/healthz").status(), 200);
+    for path in ["/metrics", "/readyz", &format!("/clients/{env}/web%3Aapp")] {
+        let denied = get(admin, path);
+        assert_eq!(denied.status(), 401, "{path}");
+        assert!(denied
+            .header("www-authenticate")
+            .unwrap()
+            .starts_with("Bearer"));
+        let wrong = get_with(
+            admin,
+            path,
+            "Authorization: Bearer 0123456789abcdef-wrong\r\n",
+        );
+        assert_eq!(wrong.status(), 401, "{path}");
+        assert_eq!(get_with(admin, path, &auth).status(), 200, "{path}");
+    }
+    let view = get_with(admin, &format!("/clients/{env}/web%3Aapp"), &auth);
+    let v = view.json();
+    assert_eq!(v["client_id"], "web:app");
+    assert_eq!(v["auth_methods"], serde_json::json!(["client_secret_post"]));
+    assert_eq!(v["upstream_method"], "client_secret_basic");
+    assert_eq!(v["secret_kind"], "sha256");
+    let salt = hash.split(':').nth(1).unwrap();
+    assert!(!view.body_str().contains(salt) && !view.body_str().contains("sha256:"));
+    assert_eq!(
+        get_with(admin, &format!("/clients/{env}/nobody"), &auth).status(),
+        404
+    );
+    let m = get_with(admin, "/metrics", &auth).body_str();
+    assert!(m.contains("tokengate_client_records 1"), "{m}");
+    assert!(m.contains("tokengate_client_file_generation 1"));
+    drop(gw);
 }
