@@ -108,7 +108,6 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::HashSecret { algorithm } => hash_secret(algorithm),
         Command::Run { config } => {
-            init_logging();
             let settings = match Settings::load(&config) {
                 Ok(s) => s,
                 Err(e) => {
@@ -116,6 +115,7 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            init_logging(settings.log_format);
             tracing::info!(config = %config.display(), listen = ?settings.server.listen, "starting tokengate");
             match crate::server::run(settings, None) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -130,7 +130,7 @@ pub fn main() -> ExitCode {
 
 /// Pingora's crates print whole request headers (Authorization included) at debug level: they are
 /// capped at info whatever `TOKENGATE_LOG` asks for, so that no secret reaches a log line.
-fn init_logging() {
+fn init_logging(format: crate::config::LogFormat) {
     use tracing_subscriber::filter::{filter_fn, FilterExt};
     use tracing_subscriber::prelude::*;
 
@@ -139,12 +139,14 @@ fn init_logging() {
     let pingora_cap = filter_fn(|meta| {
         !(meta.target().starts_with("pingora") && *meta.level() > tracing::Level::INFO)
     });
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = match format {
+        crate::config::LogFormat::Text => layer
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .boxed(),
+        crate::config::LogFormat::Json => layer.json().flatten_event(true).boxed(),
+    };
     tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_filter(env.and(pingora_cap)),
-        )
+        .with(layer.with_filter(env.and(pingora_cap)))
         .init();
 }

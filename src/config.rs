@@ -55,6 +55,41 @@ struct FileConfig {
     clients: Option<FileClients>,
     lockout: Option<FileLockout>,
     admin: Option<FileAdmin>,
+    #[serde(default)]
+    log: FileLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLog {
+    #[serde(default)]
+    format: LogFormat,
+    #[serde(default)]
+    client_id: ClientIdLogging,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// `key=value` text.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How the client_id appears in access log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientIdLogging {
+    /// A short SHA-256 digest: correlates lines without writing the identifier.
+    #[default]
+    Hash,
+    /// As sent.
+    Plain,
+    /// Not at all.
+    Omit,
 }
 
 #[derive(Debug, Deserialize)]
@@ -259,6 +294,8 @@ pub struct Settings {
     pub clients: Option<ClientsSettings>,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`, `/clients/...`), if configured.
     pub admin: Option<AdminSettings>,
+    pub log_format: LogFormat,
+    pub log_client_id: ClientIdLogging,
 }
 
 #[derive(Clone)]
@@ -494,6 +531,8 @@ fn lower(file: FileConfig) -> Result<Settings, ConfigError> {
         routes,
         clients,
         admin,
+        log_format: file.log.format,
+        log_client_id: file.log.client_id,
     })
 }
 

@@ -13,7 +13,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::clients::record::AuthMethod;
-use crate::config::{RouteMode, Settings};
+use crate::config::{ClientIdLogging, RouteMode, Settings};
 use crate::exchange::{self, Exchange};
 use crate::metrics::{self, Metrics};
 use crate::protocol::{self, token, BodyLimit, Conversion, OAuthError};
@@ -44,6 +44,12 @@ pub struct Ctx {
     upstream_started: Option<Instant>,
     /// The gateway refused the request itself (it never went upstream).
     rejected: bool,
+    /// The client_id the request carried, once parsed (for the access log only).
+    client_id: Option<Vec<u8>>,
+    upstream_status: Option<u16>,
+    upstream_elapsed: Option<std::time::Duration>,
+    /// The client's `X-Request-Id` (when well-formed) or one made here.
+    request_id: String,
 }
 
 impl Gateway {
@@ -69,6 +75,7 @@ impl Gateway {
         validate: bool,
         env_id: Option<&str>,
         upstream: &Upstream,
+        seen_client_id: &mut Option<Vec<u8>>,
     ) -> Result<Exchange, OAuthError> {
         let limits = self.settings.token;
         let req = session.req_header();
@@ -114,6 +121,7 @@ impl Gateway {
             .map(|v| v.as_bytes())
             .collect();
         let extracted = protocol::extract(&authorization, &body)?;
+        *seen_client_id = extracted.client_id().map(<[u8]>::to_vec);
         let conversion = match (&self.validator, validate) {
             (Some(v), true) => {
                 let ip = session
@@ -161,6 +169,38 @@ fn to_conversion(m: AuthMethod) -> Option<Conversion> {
         AuthMethod::ClientSecretBasic => Some(Conversion::ToBasic),
         AuthMethod::ClientSecretPost => Some(Conversion::ToPost),
         AuthMethod::None => None,
+    }
+}
+
+/// The request's ID: the client's `X-Request-Id` when it is short and plain, else a new one.
+fn request_id(given: Option<&http::HeaderValue>) -> String {
+    if let Some(v) = given.and_then(|v| v.to_str().ok()) {
+        if !v.is_empty()
+            && v.len() <= 64
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        {
+            return v.to_string();
+        }
+    }
+    let mut raw = [0u8; 8];
+    if getrandom::getrandom(&mut raw).is_err() {
+        return "-".to_string();
+    }
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The client_id as the access log shows it.
+fn logged_client_id(id: Option<&[u8]>, how: ClientIdLogging) -> String {
+    use sha2::{Digest, Sha256};
+    match (id, how) {
+        (None, _) | (_, ClientIdLogging::Omit) => "-".to_string(),
+        (Some(id), ClientIdLogging::Plain) => String::from_utf8_lossy(id).into_owned(),
+        (Some(id), ClientIdLogging::Hash) => {
+            let d = Sha256::digest(id);
+            let hex: String = d[..6].iter().map(|b| format!("{b:02x}")).collect();
+            format!("sha256:{hex}")
+        }
     }
 }
 
@@ -216,11 +256,16 @@ impl ProxyHttp for Gateway {
             local_error: None,
             upstream_started: None,
             rejected: false,
+            client_id: None,
+            upstream_status: None,
+            upstream_elapsed: None,
+            request_id: String::new(),
         }
     }
 
     /// Routes the request; token routes are checked, read and decided here.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        ctx.request_id = request_id(session.req_header().headers.get("x-request-id"));
         let keepalive = self.settings.server.keepalive_timeout.as_secs().max(1);
         session.as_downstream_mut().set_keepalive(Some(keepalive));
 
@@ -247,7 +292,14 @@ impl ProxyHttp for Gateway {
         let upstream = &self.upstreams[route.upstream];
         let env_id = ctx.env_id.clone();
         match self
-            .token_request(session, conversion, validate, env_id.as_deref(), upstream)
+            .token_request(
+                session,
+                conversion,
+                validate,
+                env_id.as_deref(),
+                upstream,
+                &mut ctx.client_id,
+            )
             .await
         {
             Ok(exchange) => {
@@ -293,10 +345,12 @@ impl ProxyHttp for Gateway {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        ctx.upstream_status = Some(upstream_response.status.as_u16());
         if let Some(started) = ctx.upstream_started {
+            ctx.upstream_elapsed = Some(started.elapsed());
             self.metrics
                 .upstream_duration
                 .with_label_values(&[self.upstreams[ctx.upstream].settings.name.as_str()])
@@ -378,15 +432,22 @@ impl ProxyHttp for Gateway {
         if ctx.route.is_none() {
             return;
         }
-        // Never log credentials: only the route, the environment and what was decided.
+        // Never credentials: the route, the environment, who (hashed by default) and what was
+        // decided.
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
         tracing::info!(
+            target: "tokengate::access",
+            request_id = %ctx.request_id,
             route = %route,
             env_id = ctx.env_id.as_deref().unwrap_or("-"),
+            client_id = %logged_client_id(ctx.client_id.as_deref(), self.settings.log_client_id),
             method_seen,
             action,
             status,
+            upstream_status = ctx.upstream_status.unwrap_or(0),
+            upstream_ms = ctx.upstream_elapsed.map_or(0.0, ms),
+            total_ms = ms(ctx.started.elapsed()),
             error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
-            elapsed_ms = ctx.started.elapsed().as_millis() as u64,
             "request"
         );
     }

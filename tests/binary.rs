@@ -75,6 +75,35 @@ fn check_config_rejects_a_bad_file_naming_the_key() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// Starts the binary on `conf` and waits until it accepts connections on `port`.
+fn spawn_gateway(
+    conf: &std::path::Path,
+    port: u16,
+    log: Option<&std::path::Path>,
+    env: &[(&str, &str)],
+) -> KillOnDrop {
+    let stderr = match log {
+        Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+        None => Stdio::null(),
+    };
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(["run", "--config", conf.to_str().unwrap()])
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not start");
+        assert!(child.0.try_wait().unwrap().is_none(), "gateway exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 /// Stops the child process when the test ends, also when it fails.
 struct KillOnDrop(std::process::Child);
 
@@ -194,19 +223,7 @@ fn sighup_reloads_the_client_file() {
         ),
     )
     .unwrap();
-    let mut child = KillOnDrop(
-        Command::new(BIN)
-            .args(["run", "--config", conf.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + WAIT;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = spawn_gateway(&conf, port, None, &[]);
     let ask = |id: &str| {
         let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         let mut w = s.try_clone().unwrap();
@@ -316,22 +333,13 @@ fn pingone_sample_curl_reaches_a_basic_only_upstream_as_rfc6749_basic() {
     )
     .unwrap();
     let log_path = dir.join("stderr.log");
-    let mut child = KillOnDrop(
-        Command::new(BIN)
-            .args(["run", "--config", conf.to_str().unwrap()])
-            .env("TOKENGATE_LOG", "trace,pingora_proxy::proxy_h1=trace")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
+    let mut child = spawn_gateway(
+        &conf,
+        port,
+        Some(&log_path),
+        &[("TOKENGATE_LOG", "trace,pingora_proxy::proxy_h1=trace")],
     );
     let child = &mut child.0;
-    let deadline = Instant::now() + WAIT;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not start");
-        assert!(child.try_wait().unwrap().is_none(), "gateway exited");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 
     let out = pingone_curl(&format!("http://127.0.0.1:{port}"), client_id, secret);
     assert_eq!(String::from_utf8_lossy(&out.stdout), TOKEN_JSON);
@@ -385,4 +393,70 @@ fn pingone_sample_curl_reaches_a_basic_only_upstream_as_rfc6749_basic() {
             "log contains secret material {needle:?}:\n{log}"
         );
     }
+}
+
+#[test]
+fn json_access_log_has_one_line_per_request_with_a_hashed_client_id() {
+    let up = Upstream::start(Behaviour::default());
+    let dir = tempdir().join("jsonlog");
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.join("gw.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}[server]\nlisten = [\"127.0.0.1:{port}\"]\n[log]\nformat = \"json\"\n",
+            config(up.addr, &token_route("to_basic"))
+        ),
+    )
+    .unwrap();
+    let log_path = dir.join("stderr.log");
+    let child = spawn_gateway(&conf, port, Some(&log_path), &[]);
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(
+        &mut &s,
+        &token_post(
+            ENV,
+            &[FORM, ("X-Request-Id", "req-4711")],
+            "grant_type=x&client_id=Visible-Client&client_secret=Log-S3cret",
+        ),
+    )
+    .unwrap();
+    let resp = read_message(&mut std::io::BufReader::new(&s), false)
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(s);
+
+    let deadline = Instant::now() + WAIT;
+    let line = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        if let Some(l) = log.lines().find(|l| l.contains("req-4711")) {
+            break l.to_string();
+        }
+        assert!(Instant::now() < deadline, "no access line:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(v["target"], "tokengate::access");
+    assert_eq!(v["request_id"], "req-4711");
+    assert_eq!(v["route"], "token");
+    assert_eq!(v["method_seen"], "client_secret_post");
+    assert_eq!(v["action"], "converted");
+    assert_eq!(
+        (v["status"].as_u64(), v["upstream_status"].as_u64()),
+        (Some(200), Some(200))
+    );
+    assert!(v["client_id"].as_str().unwrap().starts_with("sha256:"));
+    assert!(v["total_ms"].as_f64().unwrap() >= v["upstream_ms"].as_f64().unwrap());
+    drop(child);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        !log.contains("Visible-Client") && !log.contains("Log-S3cret"),
+        "{log}"
+    );
 }
