@@ -429,9 +429,6 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[route, code.as_str()])
                 .inc();
         }
-        if ctx.route.is_none() {
-            return;
-        }
         // Never credentials: the route, the environment, who (hashed by default) and what was
         // decided.
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
