@@ -170,6 +170,10 @@ struct FileServer {
     shutdown_timeout: Duration,
     #[serde(default = "default_realm")]
     realm: String,
+    #[serde(default)]
+    tls_listen: Vec<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
 }
 
 impl Default for FileServer {
@@ -181,6 +185,9 @@ impl Default for FileServer {
             grace_period: secs::<5>(),
             shutdown_timeout: secs::<5>(),
             realm: default_realm(),
+            tls_listen: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -222,6 +229,14 @@ struct FileUpstream {
     idle_timeout: Duration,
     #[serde(default = "secs::<30>", deserialize_with = "duration")]
     resolve_interval: Duration,
+    /// PEM file of the CAs trusted for this upstream (default: the system's roots).
+    ca_file: Option<String>,
+    #[serde(default = "yes")]
+    tls_verify: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -350,6 +365,15 @@ pub struct ServerSettings {
     pub grace_period: Duration,
     pub shutdown_timeout: Duration,
     pub realm: String,
+    /// HTTPS listeners: addresses, certificate chain and key (PEM files).
+    pub tls: Option<TlsListen>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsListen {
+    pub listen: Vec<SocketAddr>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -374,6 +398,10 @@ pub struct UpstreamSettings {
     pub write_timeout: Duration,
     pub idle_timeout: Duration,
     pub resolve_interval: Duration,
+    /// DER certificates of the CAs trusted for this upstream; `None`: the system's roots.
+    pub ca: Option<std::sync::Arc<Vec<Vec<u8>>>>,
+    /// Certificate and host name verification (on unless explicitly turned off).
+    pub tls_verify: bool,
 }
 
 /// What a route does.
@@ -398,37 +426,73 @@ pub struct RouteSettings {
 }
 
 impl Settings {
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file. Relative paths in it (client file,
+    /// certificates) are relative to the file's directory.
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        let mut settings = Settings::parse(&text)?;
-        if let Some(ClientsSettings {
-            source: ClientSource::File(f),
-            ..
-        }) = &mut settings.clients
-        {
-            if f.is_relative() {
-                if let Some(dir) = path.parent() {
-                    *f = dir.join(&*f);
-                }
-            }
-        }
-        Ok(settings)
+        Settings::parse_in(&text, path.parent())
     }
 
-    /// Parses and validates configuration text.
+    /// Parses and validates configuration text; relative paths are relative to the working
+    /// directory.
     pub fn parse(text: &str) -> Result<Settings, ConfigError> {
+        Settings::parse_in(text, None)
+    }
+
+    fn parse_in(text: &str, base: Option<&Path>) -> Result<Settings, ConfigError> {
         let file: FileConfig =
             toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        lower(file)
+        lower(file, &Base(base))
     }
 }
 
-fn lower(file: FileConfig) -> Result<Settings, ConfigError> {
-    let server = lower_server(file.server)?;
+/// Resolves relative paths of a configuration file.
+struct Base<'a>(Option<&'a Path>);
+
+impl Base<'_> {
+    fn path(&self, p: &str) -> PathBuf {
+        match self.0 {
+            Some(dir) if Path::new(p).is_relative() => dir.join(p),
+            _ => PathBuf::from(p),
+        }
+    }
+}
+
+/// Reads the certificates of a PEM file (DER, each checked to parse as X.509).
+fn load_certs(key: &str, path: &Path) -> Result<Vec<Vec<u8>>, ConfigError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            invalid(
+                key,
+                format!("{}: not PEM certificates: {e}", path.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(invalid(
+            key,
+            format!("{}: no certificate found", path.display()),
+        ));
+    }
+    for der in &certs {
+        x509_parser::parse_x509_certificate(der).map_err(|_| {
+            invalid(
+                key,
+                format!("{}: a certificate does not parse", path.display()),
+            )
+        })?;
+    }
+    Ok(certs)
+}
+
+fn lower(file: FileConfig, base: &Base<'_>) -> Result<Settings, ConfigError> {
+    let server = lower_server(file.server, base)?;
     let token = lower_token(file.token)?;
 
     if file.upstreams.is_empty() {
@@ -436,7 +500,7 @@ fn lower(file: FileConfig) -> Result<Settings, ConfigError> {
     }
     let mut upstreams = Vec::with_capacity(file.upstreams.len());
     for (name, up) in file.upstreams {
-        upstreams.push(lower_upstream(name, up)?);
+        upstreams.push(lower_upstream(name, up, base)?);
     }
     let find_upstream = |key: String, name: &str| {
         upstreams
@@ -510,7 +574,7 @@ fn lower(file: FileConfig) -> Result<Settings, ConfigError> {
         return Err(invalid("lockout", "only applies with a [clients] section"));
     }
     let clients = match file.clients {
-        Some(c) => Some(lower_clients(c, file.lockout.unwrap_or_default())?),
+        Some(c) => Some(lower_clients(c, file.lockout.unwrap_or_default(), base)?),
         None => None,
     };
     let admin = match file.admin {
@@ -536,9 +600,13 @@ fn lower(file: FileConfig) -> Result<Settings, ConfigError> {
     })
 }
 
-fn lower_clients(c: FileClients, l: FileLockout) -> Result<ClientsSettings, ConfigError> {
+fn lower_clients(
+    c: FileClients,
+    l: FileLockout,
+    base: &Base<'_>,
+) -> Result<ClientsSettings, ConfigError> {
     let source = match (c.file, c.registry_url) {
-        (Some(f), None) if !f.is_empty() => ClientSource::File(PathBuf::from(f)),
+        (Some(f), None) if !f.is_empty() => ClientSource::File(base.path(&f)),
         (None, Some(url)) => {
             let (upstream, base_path) = lower_url("clients.registry_url", "registry", &url, true)?;
             ClientSource::Registry {
@@ -656,7 +724,7 @@ fn with_timeouts(mut u: UpstreamSettings, t: Duration) -> UpstreamSettings {
     u
 }
 
-fn lower_server(s: FileServer) -> Result<ServerSettings, ConfigError> {
+fn lower_server(s: FileServer, base: &Base<'_>) -> Result<ServerSettings, ConfigError> {
     if s.listen.is_empty() {
         return Err(invalid("server.listen", "at least one address is required"));
     }
@@ -681,7 +749,60 @@ fn lower_server(s: FileServer) -> Result<ServerSettings, ConfigError> {
             "must not contain quotes, backslashes or control characters",
         ));
     }
+    let tls = match (s.tls_listen.is_empty(), s.tls_cert, s.tls_key) {
+        (true, None, None) => None,
+        (false, Some(cert), Some(key)) => {
+            let listen_tls = s
+                .tls_listen
+                .iter()
+                .map(|a| {
+                    a.parse::<SocketAddr>().map_err(|_| {
+                        invalid(
+                            "server.tls_listen",
+                            format!("{a:?} is not an IP:port address"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if listen_tls.iter().any(|a| listen.contains(a)) {
+                return Err(invalid(
+                    "server.tls_listen",
+                    "must differ from server.listen",
+                ));
+            }
+            let cert = base.path(&cert);
+            load_certs("server.tls_cert", &cert)?;
+            let key = base.path(&key);
+            let pem = std::fs::read(&key).map_err(|e| {
+                invalid(
+                    "server.tls_key",
+                    format!("cannot read {}: {e}", key.display()),
+                )
+            })?;
+            match rustls_pemfile::private_key(&mut pem.as_slice()) {
+                Ok(Some(_)) => {}
+                _ => {
+                    return Err(invalid(
+                        "server.tls_key",
+                        format!("{}: no PEM private key found", key.display()),
+                    ))
+                }
+            }
+            Some(TlsListen {
+                listen: listen_tls,
+                cert,
+                key,
+            })
+        }
+        _ => {
+            return Err(invalid(
+                "server.tls_listen",
+                "tls_listen, tls_cert and tls_key go together",
+            ))
+        }
+    };
     Ok(ServerSettings {
+        tls,
         listen,
         threads: s.threads,
         keepalive_timeout: s.keepalive_timeout,
@@ -761,13 +882,32 @@ fn lower_url(
         write_timeout: secs::<15>(),
         idle_timeout: secs::<60>(),
         resolve_interval: secs::<30>(),
+        ca: None,
+        tls_verify: true,
     };
     Ok((settings, url.path().trim_end_matches('/').to_string()))
 }
 
-fn lower_upstream(name: String, u: FileUpstream) -> Result<UpstreamSettings, ConfigError> {
+fn lower_upstream(
+    name: String,
+    u: FileUpstream,
+    base: &Base<'_>,
+) -> Result<UpstreamSettings, ConfigError> {
     let key = format!("upstreams.{name}");
-    let (base, _) = lower_url(&format!("{key}.url"), &name, &u.url, false)?;
+    let (url_settings, _) = lower_url(&format!("{key}.url"), &name, &u.url, false)?;
+    if !url_settings.tls && (u.ca_file.is_some() || !u.tls_verify) {
+        return Err(invalid(
+            format!("{key}.ca_file"),
+            "ca_file and tls_verify apply to https upstreams only",
+        ));
+    }
+    let ca = match &u.ca_file {
+        Some(f) => Some(std::sync::Arc::new(load_certs(
+            &format!("{key}.ca_file"),
+            &base.path(f),
+        )?)),
+        None => None,
+    };
     let host_header = match u.host {
         Some(h) if h.is_empty() || h.chars().any(|c| c.is_whitespace() || c.is_control()) => {
             return Err(invalid(
@@ -776,7 +916,7 @@ fn lower_upstream(name: String, u: FileUpstream) -> Result<UpstreamSettings, Con
             ))
         }
         Some(h) => h,
-        None => base.host_header.clone(),
+        None => url_settings.host_header.clone(),
     };
     all_positive(
         &key,
@@ -801,7 +941,9 @@ fn lower_upstream(name: String, u: FileUpstream) -> Result<UpstreamSettings, Con
         write_timeout: u.write_timeout,
         idle_timeout: u.idle_timeout,
         resolve_interval: u.resolve_interval,
-        ..base
+        ca,
+        tls_verify: u.tls_verify,
+        ..url_settings
     })
 }
 

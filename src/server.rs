@@ -109,11 +109,23 @@ pub fn build(settings: Settings) -> Result<Server, String> {
         server.add_service(admin);
     }
     let listen = settings.server.listen.clone();
+    let tls = settings.server.tls.clone();
     let gateway = Gateway::new(Arc::new(settings), upstreams, validator, metrics);
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "tokengate");
     for addr in &listen {
         proxy.add_tcp(&addr.to_string());
+    }
+    if let Some(tls) = &tls {
+        let (cert, key) = (
+            tls.cert.display().to_string(),
+            tls.key.display().to_string(),
+        );
+        for addr in &tls.listen {
+            proxy
+                .add_tls(&addr.to_string(), &cert, &key)
+                .map_err(|e| format!("TLS listener {addr}: {e}"))?;
+        }
     }
     server.add_service(proxy);
     server.add_service(background_service(

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::upstreams::peer::HttpPeer;
+use pingora::utils::tls::{parse_x509, WrappedX509};
 
 use crate::config::UpstreamSettings;
 
@@ -20,14 +21,29 @@ use crate::config::UpstreamSettings;
 pub struct Upstream {
     pub settings: UpstreamSettings,
     peer: ArcSwapOption<HttpPeer>,
+    /// The upstream's own trusted CAs, parsed once.
+    ca: Option<Arc<[WrappedX509]>>,
 }
 
 impl Upstream {
     /// Builds the upstream and resolves its host once (blocking; call at start-up only).
     pub fn new(settings: UpstreamSettings) -> Upstream {
+        if settings.tls && !settings.tls_verify {
+            tracing::warn!(upstream = %settings.name,
+                "TLS CERTIFICATE VERIFICATION IS OFF for this upstream (tls_verify = false): \
+                 anyone on the path can impersonate it");
+        }
+        // The configuration checked that every certificate parses as X.509.
+        let ca = settings.ca.as_ref().map(|ders| {
+            ders.iter()
+                .map(|der| WrappedX509::new(der.clone(), parse_x509))
+                .collect::<Vec<_>>()
+                .into()
+        });
         let up = Upstream {
             settings,
             peer: ArcSwapOption::empty(),
+            ca,
         };
         match (up.settings.host.as_str(), up.settings.port).to_socket_addrs() {
             Ok(mut addrs) => match addrs.next() {
@@ -68,6 +84,9 @@ impl Upstream {
         o.read_timeout = Some(s.read_timeout);
         o.write_timeout = Some(s.write_timeout);
         o.idle_timeout = Some(s.idle_timeout);
+        o.verify_cert = s.tls_verify;
+        o.verify_hostname = s.tls_verify;
+        o.ca = self.ca.clone();
         self.peer.store(Some(Arc::new(peer)));
     }
 

@@ -348,9 +348,15 @@ pub fn token_route(mode: &str) -> String {
 impl Gateway {
     /// Starts the gateway with `toml` (its `[server]` listen address is set here).
     pub fn start(toml: &str) -> Gateway {
+        Gateway::start_with(toml, "")
+    }
+
+    /// Like [`Gateway::start`], with more `[server]` keys.
+    pub fn start_with(toml: &str, server_extra: &str) -> Gateway {
         for _ in 0..5 {
             let port = free_port();
-            let text = format!("{toml}\n[server]\nlisten = [\"127.0.0.1:{port}\"]\n");
+            let text =
+                format!("{toml}\n[server]\nlisten = [\"127.0.0.1:{port}\"]\n{server_extra}\n");
             let settings = Settings::parse(&text).expect("test config");
             let shutdown = Arc::new(tokio::sync::Notify::new());
             let signal = TestShutdown(shutdown.clone());

@@ -1,0 +1,165 @@
+//! End-to-end: TLS. A CA and a server certificate are made by the test (rcgen); real curl talks
+//! HTTPS to the gateway, and one gateway talks HTTPS to another, verifying its certificate.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    /// A CA, and a certificate for 127.0.0.1 and localhost signed by it.
+    fn new(name: &str) -> Pki {
+        let dir = std::env::temp_dir().join(format!("tokengate-tls-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Distinct names: with equal subject and issuer, OpenSSL takes the leaf for self-signed.
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "tokengate test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "tokengate test server");
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        Pki { dir }
+    }
+
+    fn path(&self, f: &str) -> String {
+        self.dir.join(f).display().to_string()
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A gateway with an HTTPS listener on `tls` in front of `upstream`.
+fn tls_gateway(pki: &Pki, upstream: SocketAddr, tls: SocketAddr) -> Gateway {
+    let gw = Gateway::start_with(
+        &config(upstream, &token_route("to_basic")),
+        &format!(
+            "tls_listen = [\"{tls}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            pki.path("cert.pem"),
+            pki.path("key.pem")
+        ),
+    );
+    let deadline = Instant::now() + WAIT;
+    while std::net::TcpStream::connect(tls).is_err() {
+        assert!(Instant::now() < deadline, "TLS listener never opened");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    gw
+}
+
+#[test]
+fn curl_talks_https_to_the_gateway() {
+    let pki = Pki::new("curl");
+    let up = Upstream::start(Behaviour::default());
+    let tls = free_addr();
+    let _gw = tls_gateway(&pki, up.addr, tls);
+    let out = Command::new("curl")
+        .args([
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "10",
+            "--cacert",
+            &pki.path("ca.pem"),
+        ])
+        .arg(format!("https://127.0.0.1:{}{ENV}", tls.port()))
+        .args([
+            "-d",
+            "grant_type=client_credentials",
+            "-d",
+            "client_id=app",
+            "-d",
+            "client_secret=s",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), TOKEN_JSON, "{out:?}");
+    let got = up.only();
+    assert_eq!(got.header("authorization").unwrap(), basic("app:s"));
+}
+
+#[test]
+fn https_upstream_is_verified_against_its_ca_file_and_refused_without_it() {
+    let pki = Pki::new("upstream");
+    let up = Upstream::start(Behaviour::default());
+    let tls = free_addr();
+    let _front = tls_gateway(&pki, up.addr, tls);
+    let via = |upstream_extra: &str| {
+        let toml = config(tls, "").replace("http://", "https://").replace(
+            "[upstreams.up]\n",
+            &format!("[upstreams.up]\n{upstream_extra}"),
+        );
+        let gw = Gateway::start(&toml);
+        gw.send(&token_post(ENV, &[FORM], "client_id=app&client_secret=s"))
+    };
+    // The test CA is not a system root: verification (on by default) refuses the upstream.
+    assert_oauth_error(&via(""), 502, "server_error");
+    assert!(up.received().is_empty());
+    // Trusting the test CA for this upstream: through both gateways to the recording upstream.
+    let ok = via(&format!("ca_file = \"{}\"\n", pki.path("ca.pem")));
+    assert_eq!(ok.status(), 200, "{ok:?}");
+    assert_eq!(up.wait_for(1).len(), 1);
+    // Verification turned off explicitly also passes (and is logged loudly).
+    assert_eq!(via("tls_verify = false\n").status(), 200);
+}
+
+#[test]
+fn tls_settings_are_checked_at_start() {
+    let pki = Pki::new("check");
+    let up = "127.0.0.1:9";
+    let base = format!("default_upstream = \"u\"\n[upstreams.u]\nurl = \"http://{up}\"\n");
+    let err = |server: &str| {
+        tokengate::config::Settings::parse(&format!("{base}[server]\n{server}"))
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err("tls_listen = [\"127.0.0.1:8443\"]\n");
+    assert!(e.starts_with("server.tls_listen"), "{e}");
+    let e = err(&format!(
+        "tls_listen = [\"127.0.0.1:8443\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        pki.path("key.pem"),
+        pki.path("key.pem")
+    ));
+    assert!(
+        e.starts_with("server.tls_cert") && e.contains("no certificate"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "tls_listen = [\"127.0.0.1:8443\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        pki.path("cert.pem"),
+        pki.path("cert.pem")
+    ));
+    assert!(e.starts_with("server.tls_key"), "{e}");
+    let e = tokengate::config::Settings::parse(&format!(
+        "default_upstream = \"u\"\n[upstreams.u]\nurl = \"http://{up}\"\nca_file = \"x\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("upstreams.u.ca_file"), "{e}");
+}
