@@ -33,12 +33,19 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
 }
 
+/// The `kind` label values of `tokengate_upstream_errors_total`.
+pub const UPSTREAM_ERROR_KINDS: [&str; 5] = ["connect", "timeout", "tls", "reset", "other"];
+
 /// Where a request went: the configured route's name, or `default` for no route.
 pub const NO_ROUTE: &str = "default";
 
 impl Metrics {
     /// Registers every metric; `validator` (when routes validate) adds client-store metrics.
-    pub fn new(validator: Option<Arc<Validator>>) -> Result<Metrics, prometheus::Error> {
+    /// Per-upstream series start at zero for every upstream, so rates work from the start.
+    pub fn new(
+        validator: Option<Arc<Validator>>,
+        upstream_names: &[&str],
+    ) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new("tokengate_requests_total", "Requests handled, by route, client authentication method seen, action taken and status class."),
@@ -78,6 +85,12 @@ impl Metrics {
         registry.register(Box::new(upstream_errors.clone()))?;
         if let Some(v) = validator {
             registry.register(Box::new(ClientMetrics::new(v)?))?;
+        }
+        for name in upstream_names {
+            upstream_duration.with_label_values(&[name]);
+            for kind in UPSTREAM_ERROR_KINDS {
+                upstream_errors.with_label_values(&[name, kind]);
+            }
         }
         Ok(Metrics {
             registry,

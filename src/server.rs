@@ -89,7 +89,15 @@ pub fn build(settings: Settings) -> Result<Server, String> {
         None => (None, Vec::new()),
     };
     let metrics = Arc::new(
-        Metrics::new(validator.clone()).map_err(|e| format!("cannot register metrics: {e}"))?,
+        Metrics::new(
+            validator.clone(),
+            &settings
+                .upstreams
+                .iter()
+                .map(|u| u.name.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| format!("cannot register metrics: {e}"))?,
     );
     if let Some(admin_settings) = &settings.admin {
         let addr = admin_settings.listen;

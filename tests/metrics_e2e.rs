@@ -271,3 +271,56 @@ fn admin_token_guards_everything_but_healthz_and_the_client_view_shows_no_secret
     assert!(m.contains("tokengate_client_file_generation 1"));
     drop(gw);
 }
+
+#[test]
+fn every_metric_the_grafana_dashboard_queries_is_exported() {
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("conf/grafana/tokengate-dashboard.json"),
+        )
+        .unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let mut names = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("tokengate_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let base = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(&name)
+                    .to_string();
+                names.insert(base);
+            }
+        }
+    }
+    assert!(names.len() >= 10, "{names:?}");
+
+    // A gateway with every kind of metric: a validating route on a registry, and traffic.
+    let up = Upstream::start(Behaviour::default());
+    let admin = free_addr();
+    let registry = free_addr();
+    let gw = Gateway::start(&config(
+        up.addr,
+        &format!(
+            "{}[clients]\nregistry_url = \"http://{registry}/r\"\n[admin]\nlisten = \"{admin}\"\n",
+            token_route("validate")
+        ),
+    ));
+    gw.send(&token_post(ENV, &[FORM], "client_id=a&client_secret=b"));
+    gw.send(b"GET /x HTTP/1.1\r\nHost: g\r\n\r\n");
+    scrape_after(admin, 2.0);
+    let text = get(admin, "/metrics").body_str();
+    for name in &names {
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "the dashboard queries {name}, which is not exported"
+        );
+    }
+}
