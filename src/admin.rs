@@ -15,14 +15,13 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::metrics::Metrics;
-use crate::upstream::Upstream;
-use crate::validate::{ClientStore, Validator};
+use crate::runtime::Shared;
+use crate::validate::ClientStore;
 
 pub struct Admin {
     pub metrics: Arc<Metrics>,
-    /// Upstreams that must be resolvable for `/readyz`.
-    pub upstreams: Vec<Arc<Upstream>>,
-    pub validator: Option<Arc<Validator>>,
+    /// The running configuration: its upstreams must be resolvable for `/readyz`.
+    pub shared: Shared,
     /// Required as `Authorization: Bearer …` on every path but `/healthz`.
     pub bearer_token: Option<String>,
 }
@@ -45,7 +44,8 @@ impl Admin {
 
     /// A client record as JSON, without secret material; `None` when unknown (or not cached).
     fn client_view(&self, env_id: &str, client_id: &[u8]) -> Option<Vec<u8>> {
-        let record = match &self.validator.as_ref()?.store {
+        let rt = self.shared.load();
+        let record = match &rt.validator.as_ref()?.store {
             ClientStore::File(f) => f.get(env_id, client_id)?,
             ClientStore::Registry(r) => r.cache.peek(&(env_id.to_string(), client_id.to_vec()))?,
         };
@@ -129,8 +129,9 @@ impl ServeHttp for Admin {
             ),
             "/healthz" => text(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             "/readyz" => {
-                let missing: Vec<&str> = self
-                    .upstreams
+                let rt = self.shared.load();
+                let missing: Vec<&str> = rt
+                    .resolved
                     .iter()
                     .filter(|u| u.address().is_none())
                     .map(|u| u.settings.name.as_str())

@@ -117,7 +117,7 @@ pub fn main() -> ExitCode {
             };
             init_logging(settings.log_format);
             tracing::info!(config = %config.display(), listen = ?settings.server.listen, "starting tokengate");
-            match crate::server::run(settings, None) {
+            match crate::server::run(settings, Some(config.clone()), None) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("{}: {e}", config.display());

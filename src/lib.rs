@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod proxy;
 pub mod routing;
+pub mod runtime;
 pub mod server;
 pub mod upstream;
 pub mod validate;

@@ -3,8 +3,6 @@
 //! and action enums, status classes, RFC 6749 error codes) — never a secret, never a raw client_id
 //! or envID (both come from the request and would let any client grow the label space).
 
-use std::sync::Arc;
-
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
@@ -12,7 +10,10 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::validate::{ClientStore, Validator};
+use prometheus::IntGauge as Gauge;
+
+use crate::runtime::Shared;
+use crate::validate::ClientStore;
 
 /// Latency buckets in seconds: sub-millisecond gateway work up to upstream timeouts.
 const BUCKETS: &[f64] = &[
@@ -31,6 +32,10 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     /// `tokengate_upstream_errors_total{upstream, kind}`
     pub upstream_errors: IntCounterVec,
+    /// `tokengate_config_reloads_total{result}`
+    pub config_reloads: IntCounterVec,
+    /// `tokengate_config_generation`
+    pub config_generation: Gauge,
 }
 
 /// The `kind` label values of `tokengate_upstream_errors_total`.
@@ -42,10 +47,7 @@ pub const NO_ROUTE: &str = "default";
 impl Metrics {
     /// Registers every metric; `validator` (when routes validate) adds client-store metrics.
     /// Per-upstream series start at zero for every upstream, so rates work from the start.
-    pub fn new(
-        validator: Option<Arc<Validator>>,
-        upstream_names: &[&str],
-    ) -> Result<Metrics, prometheus::Error> {
+    pub fn new(shared: Shared) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new("tokengate_requests_total", "Requests handled, by route, client authentication method seen, action taken and status class."),
@@ -83,23 +85,53 @@ impl Metrics {
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
-        if let Some(v) = validator {
-            registry.register(Box::new(ClientMetrics::new(v)?))?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "tokengate_config_reloads_total",
+                "Configuration reloads (SIGHUP), by result (ok, failed).",
+            ),
+            &["result"],
+        )?;
+        let config_generation = Gauge::new(
+            "tokengate_config_generation",
+            "The running configuration's generation: 1 at start, +1 per successful reload.",
+        )?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        registry.register(Box::new(config_generation.clone()))?;
+        registry.register(Box::new(ClientMetrics::new(shared.clone())?))?;
+        for result in ["ok", "failed"] {
+            config_reloads.with_label_values(&[result]);
         }
-        for name in upstream_names {
-            upstream_duration.with_label_values(&[name]);
-            for kind in UPSTREAM_ERROR_KINDS {
-                upstream_errors.with_label_values(&[name, kind]);
-            }
-        }
-        Ok(Metrics {
+        let rt = shared.load();
+        config_generation.set(rt.generation as i64);
+        let metrics = Metrics {
             registry,
             requests,
             rejections,
             request_duration,
             upstream_duration,
             upstream_errors,
-        })
+            config_reloads,
+            config_generation,
+        };
+        let names: Vec<&str> = rt
+            .settings
+            .upstreams
+            .iter()
+            .map(|u| u.name.as_str())
+            .collect();
+        metrics.init_upstreams(&names);
+        Ok(metrics)
+    }
+
+    /// Starts the per-upstream series at zero, so that rates work from the start.
+    pub fn init_upstreams(&self, names: &[&str]) {
+        for name in names {
+            self.upstream_duration.with_label_values(&[name]);
+            for kind in UPSTREAM_ERROR_KINDS {
+                self.upstream_errors.with_label_values(&[name, kind]);
+            }
+        }
     }
 
     /// The text exposition format (version 0.0.4).
@@ -127,9 +159,9 @@ pub fn status_class(status: u16) -> &'static str {
     }
 }
 
-/// Client-store figures, read at scrape time from the validator.
+/// Client-store figures, read at scrape time from the running validator (none without one).
 struct ClientMetrics {
-    validator: Arc<Validator>,
+    shared: Shared,
     descs: Vec<Desc>,
 }
 
@@ -165,7 +197,7 @@ const CACHE_COUNTERS: [(&str, &str); 7] = [
 ];
 
 impl ClientMetrics {
-    fn new(validator: Arc<Validator>) -> Result<ClientMetrics, prometheus::Error> {
+    fn new(shared: Shared) -> Result<ClientMetrics, prometheus::Error> {
         let mut descs = Vec::new();
         for (name, help) in CACHE_COUNTERS {
             descs.push(Desc::new(
@@ -183,7 +215,7 @@ impl ClientMetrics {
                 Default::default(),
             )?);
         }
-        Ok(ClientMetrics { validator, descs })
+        Ok(ClientMetrics { shared, descs })
     }
 }
 
@@ -211,7 +243,11 @@ impl Collector for ClientMetrics {
                 out.extend(c.collect());
             }
         };
-        let (records, generation) = match &self.validator.store {
+        let rt = self.shared.load();
+        let Some(validator) = &rt.validator else {
+            return out;
+        };
+        let (records, generation) = match &validator.store {
             ClientStore::File(f) => (f.len(), f.generation()),
             ClientStore::Registry(r) => {
                 let s = r.cache.stats();

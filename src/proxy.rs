@@ -13,24 +13,25 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::clients::record::AuthMethod;
-use crate::config::{ClientIdLogging, RouteMode, Settings};
+use crate::config::{ClientIdLogging, RouteMode};
 use crate::exchange::{self, Exchange};
 use crate::metrics::{self, Metrics};
 use crate::protocol::{self, token, BodyLimit, Conversion, OAuthError};
 use crate::routing;
+use crate::runtime::{Runtime, Shared};
 use crate::upstream::Upstream;
-use crate::validate::Validator;
 
 /// The gateway: configuration and upstreams, shared by every request.
 pub struct Gateway {
-    settings: Arc<Settings>,
-    upstreams: Arc<[Arc<Upstream>]>,
-    validator: Option<Arc<Validator>>,
+    shared: Shared,
     metrics: Arc<Metrics>,
 }
 
 /// Per-request state.
 pub struct Ctx {
+    /// The configuration this request runs on, from start to end (reloads swap it for the next
+    /// requests only).
+    rt: Arc<Runtime>,
     started: Instant,
     route: Option<usize>,
     env_id: Option<String>,
@@ -53,23 +54,15 @@ pub struct Ctx {
 }
 
 impl Gateway {
-    pub fn new(
-        settings: Arc<Settings>,
-        upstreams: Arc<[Arc<Upstream>]>,
-        validator: Option<Arc<Validator>>,
-        metrics: Arc<Metrics>,
-    ) -> Gateway {
-        Gateway {
-            settings,
-            upstreams,
-            validator,
-            metrics,
-        }
+    pub fn new(shared: Shared, metrics: Arc<Metrics>) -> Gateway {
+        Gateway { shared, metrics }
     }
 
     /// Checks, reads and decides a token request. `Ok` carries what to forward.
+    #[allow(clippy::too_many_arguments)]
     async fn token_request(
         &self,
+        rt: &Runtime,
         session: &mut Session,
         conversion: Option<Conversion>,
         validate: bool,
@@ -77,7 +70,7 @@ impl Gateway {
         upstream: &Upstream,
         seen_client_id: &mut Option<Vec<u8>>,
     ) -> Result<Exchange, OAuthError> {
-        let limits = self.settings.token;
+        let limits = rt.settings.token;
         let req = session.req_header();
         let head = token::Head {
             method: req.method.as_str().as_bytes(),
@@ -122,7 +115,7 @@ impl Gateway {
             .collect();
         let extracted = protocol::extract(&authorization, &body)?;
         *seen_client_id = extracted.client_id().map(<[u8]>::to_vec);
-        let conversion = match (&self.validator, validate) {
+        let conversion = match (&rt.validator, validate) {
             (Some(v), true) => {
                 let ip = session
                     .client_addr()
@@ -145,12 +138,17 @@ impl Gateway {
     }
 
     /// Writes a local RFC 6749 §5.2 answer.
-    async fn answer(&self, session: &mut Session, e: &OAuthError) -> pingora::Result<()> {
+    async fn answer(
+        &self,
+        session: &mut Session,
+        e: &OAuthError,
+        realm: &str,
+    ) -> pingora::Result<()> {
         if e.close {
             session.as_downstream_mut().set_keepalive(None);
         }
         let body = Bytes::from(e.body());
-        let headers = e.headers(&self.settings.server.realm);
+        let headers = e.headers(realm);
         let mut resp = ResponseHeader::build(e.status, Some(headers.len() + 1))?;
         for (name, value) in headers {
             resp.insert_header(name, value)?;
@@ -246,11 +244,13 @@ impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
+        let rt = self.shared.load_full();
         Ctx {
+            upstream: rt.settings.default_upstream,
+            rt,
             started: Instant::now(),
             route: None,
             env_id: None,
-            upstream: self.settings.default_upstream,
             exchange: None,
             local_status: None,
             local_error: None,
@@ -266,14 +266,15 @@ impl ProxyHttp for Gateway {
     /// Routes the request; token routes are checked, read and decided here.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         ctx.request_id = request_id(session.req_header().headers.get("x-request-id"));
-        let keepalive = self.settings.server.keepalive_timeout.as_secs().max(1);
+        let rt = ctx.rt.clone();
+        let keepalive = rt.settings.server.keepalive_timeout.as_secs().max(1);
         session.as_downstream_mut().set_keepalive(Some(keepalive));
 
         let path = session.req_header().uri.path();
-        let Some(m) = routing::route(self.settings.routes.iter().map(|r| &r.matcher), path) else {
+        let Some(m) = routing::route(rt.settings.routes.iter().map(|r| &r.matcher), path) else {
             return Ok(false);
         };
-        let route = &self.settings.routes[m.route];
+        let route = &rt.settings.routes[m.route];
         ctx.route = Some(m.route);
         ctx.env_id = m.env_id.map(str::to_string);
         ctx.upstream = route.upstream;
@@ -289,10 +290,11 @@ impl ProxyHttp for Gateway {
         if session.req_header().method == http::Method::OPTIONS {
             return Ok(false);
         }
-        let upstream = &self.upstreams[route.upstream];
+        let upstream = &rt.upstreams[route.upstream];
         let env_id = ctx.env_id.clone();
         match self
             .token_request(
+                &rt,
                 session,
                 conversion,
                 validate,
@@ -310,7 +312,7 @@ impl ProxyHttp for Gateway {
                 ctx.local_status = Some(e.status);
                 ctx.local_error = Some(e.code);
                 ctx.rejected = true;
-                self.answer(session, &e).await?;
+                self.answer(session, &e, &rt.settings.server.realm).await?;
                 Ok(true)
             }
         }
@@ -321,7 +323,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let upstream = &self.upstreams[ctx.upstream];
+        let upstream = &ctx.rt.upstreams[ctx.upstream];
         upstream.peer().ok_or_else(|| {
             Error::explain(ErrorType::ConnectNoRoute, "upstream host not resolved").into_up()
         })
@@ -333,7 +335,7 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        let upstream = &self.upstreams[ctx.upstream];
+        let upstream = &ctx.rt.upstreams[ctx.upstream];
         upstream_request.insert_header(header::HOST, upstream.settings.host_header.as_str())?;
         ctx.upstream_started = Some(Instant::now());
         if let Some(exchange) = &ctx.exchange {
@@ -353,7 +355,7 @@ impl ProxyHttp for Gateway {
             ctx.upstream_elapsed = Some(started.elapsed());
             self.metrics
                 .upstream_duration
-                .with_label_values(&[self.upstreams[ctx.upstream].settings.name.as_str()])
+                .with_label_values(&[ctx.rt.upstreams[ctx.upstream].settings.name.as_str()])
                 .observe(started.elapsed().as_secs_f64());
         }
         Ok(())
@@ -376,7 +378,7 @@ impl ProxyHttp for Gateway {
         if let Some(kind) = upstream_error_kind(e) {
             self.metrics
                 .upstream_errors
-                .with_label_values(&[self.upstreams[ctx.upstream].settings.name.as_str(), kind])
+                .with_label_values(&[ctx.rt.upstreams[ctx.upstream].settings.name.as_str(), kind])
                 .inc();
         }
         let answer = failure_answer(e);
@@ -385,7 +387,8 @@ impl ProxyHttp for Gateway {
             if session.response_written().is_none() {
                 ctx.local_status = Some(a.status);
                 ctx.local_error = Some(a.code);
-                if let Err(err) = self.answer(session, &a).await {
+                let realm = ctx.rt.settings.server.realm.clone();
+                if let Err(err) = self.answer(session, &a, &realm).await {
                     tracing::debug!(error = %err, "could not send the error answer");
                 }
             }
@@ -414,9 +417,9 @@ impl ProxyHttp for Gateway {
             None if ctx.rejected => ("-", "rejected"),
             None => ("-", "passthrough"),
         };
-        let route = ctx
-            .route
-            .map_or(metrics::NO_ROUTE, |r| self.settings.routes[r].name.as_str());
+        let route = ctx.route.map_or(metrics::NO_ROUTE, |r| {
+            ctx.rt.settings.routes[r].name.as_str()
+        });
         let m = &self.metrics;
         m.requests
             .with_label_values(&[route, method_seen, action, metrics::status_class(status)])
@@ -437,7 +440,7 @@ impl ProxyHttp for Gateway {
             request_id = %ctx.request_id,
             route = %route,
             env_id = ctx.env_id.as_deref().unwrap_or("-"),
-            client_id = %logged_client_id(ctx.client_id.as_deref(), self.settings.log_client_id),
+            client_id = %logged_client_id(ctx.client_id.as_deref(), ctx.rt.settings.log_client_id),
             method_seen,
             action,
             status,

@@ -1,68 +1,25 @@
 //! Building and running the Pingora server from [`Settings`].
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignalWatch};
 use pingora::services::background::background_service;
 
 use crate::admin::Admin;
-use crate::clients::cache::ReadThrough;
-use crate::clients::file::{FileStore, FileWatcher};
-use crate::clients::registry::Registry;
-use crate::clients::secret::VerifiedCache;
-use crate::config::{ClientSource, ClientsSettings, Settings};
-use crate::lockout::LocalLimiter;
+use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
-use crate::upstream::{Resolver, Upstream};
-use crate::validate::{CachedRegistry, ClientStore, Validator};
+use crate::runtime::{Reloader, Runtime, Shared};
+use crate::upstream::Resolver;
 
-type Services = Vec<Box<dyn pingora::services::ServiceWithDependents>>;
-
-/// The validator, the background services it needs (the file watcher), and the registry's
-/// upstream (to keep resolved).
-fn build_validator(
-    c: &ClientsSettings,
-) -> Result<(Validator, Services, Option<Arc<Upstream>>), String> {
-    let mut services: Services = Vec::new();
-    let mut registry_upstream = None;
-    let store = match &c.source {
-        ClientSource::File(path) => {
-            let store = Arc::new(FileStore::open(path)?);
-            tracing::info!(path = %path.display(), clients = store.len(), "client file loaded");
-            services.push(Box::new(background_service(
-                "client file watcher",
-                FileWatcher {
-                    store: store.clone(),
-                    interval: c.reload_interval,
-                },
-            )));
-            ClientStore::File(store)
-        }
-        ClientSource::Registry {
-            upstream,
-            base_path,
-        } => {
-            let up = Arc::new(Upstream::new(upstream.clone()));
-            registry_upstream = Some(up.clone());
-            ClientStore::Registry(Box::new(CachedRegistry {
-                cache: ReadThrough::new(c.cache),
-                registry: Registry::new(up, base_path, c.registry_timeout, c.allow_plaintext),
-            }))
-        }
-    };
-    let validator = Validator::new(
-        store,
-        VerifiedCache::new(c.verified_ttl, c.verified_capacity),
-        Box::new(LocalLimiter::new(c.lockout)),
-    );
-    Ok((validator, services, registry_upstream))
-}
-
-/// Builds the server: the proxy service on every listen address, the upstream resolver and, when
-/// routes validate, the client store. Fails when the client records cannot be loaded.
-pub fn build(settings: Settings) -> Result<Server, String> {
+/// Builds the server: the proxy service on every listen address, the admin listener if
+/// configured, and the background services (upstream resolver, reloader). `config_path` is the
+/// file SIGHUP reloads; without it SIGHUP reloads only the client file. Fails when the client
+/// records cannot be loaded.
+pub fn build(settings: Settings, config_path: Option<PathBuf>) -> Result<Server, String> {
     let s = &settings.server;
     let conf = ServerConf {
         threads: s.threads,
@@ -74,51 +31,16 @@ pub fn build(settings: Settings) -> Result<Server, String> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let upstreams: Arc<[Arc<Upstream>]> = settings
-        .upstreams
-        .iter()
-        .map(|u| Arc::new(Upstream::new(u.clone())))
-        .collect();
-    let mut resolved: Vec<Arc<Upstream>> = upstreams.to_vec();
-    let (validator, client_services) = match &settings.clients {
-        Some(c) => {
-            let (v, services, registry) = build_validator(c)?;
-            resolved.extend(registry);
-            (Some(Arc::new(v)), services)
-        }
-        None => (None, Vec::new()),
-    };
-    let metrics = Arc::new(
-        Metrics::new(
-            validator.clone(),
-            &settings
-                .upstreams
-                .iter()
-                .map(|u| u.name.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .map_err(|e| format!("cannot register metrics: {e}"))?,
-    );
-    if let Some(admin_settings) = &settings.admin {
-        let addr = admin_settings.listen;
-        if !addr.ip().is_loopback() {
-            tracing::warn!(%addr, "the admin listener is not on loopback: keep it off public networks");
-        }
-        let mut admin = pingora::services::listening::Service::new(
-            "tokengate admin".to_string(),
-            Admin {
-                metrics: metrics.clone(),
-                upstreams: resolved.clone(),
-                validator: validator.clone(),
-                bearer_token: admin_settings.bearer_token.clone(),
-            },
-        );
-        admin.add_tcp(&addr.to_string());
-        server.add_service(admin);
-    }
+    // Listeners are bound once: they come from the configuration the process starts with.
     let listen = settings.server.listen.clone();
     let tls = settings.server.tls.clone();
-    let gateway = Gateway::new(Arc::new(settings), upstreams, validator, metrics);
+    let admin = settings.admin.clone();
+    let shared: Shared = Arc::new(ArcSwap::from_pointee(Runtime::build(settings, 1)?));
+    let metrics = Arc::new(
+        Metrics::new(shared.clone()).map_err(|e| format!("cannot register metrics: {e}"))?,
+    );
+
+    let gateway = Gateway::new(shared.clone(), metrics.clone());
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "tokengate");
     for addr in &listen {
@@ -136,22 +58,47 @@ pub fn build(settings: Settings) -> Result<Server, String> {
         }
     }
     server.add_service(proxy);
+
+    if let Some(admin_settings) = admin {
+        let addr = admin_settings.listen;
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the admin listener is not on loopback: keep it off public networks");
+        }
+        let mut admin = pingora::services::listening::Service::new(
+            "tokengate admin".to_string(),
+            Admin {
+                metrics: metrics.clone(),
+                shared: shared.clone(),
+                bearer_token: admin_settings.bearer_token,
+            },
+        );
+        admin.add_tcp(&addr.to_string());
+        server.add_service(admin);
+    }
     server.add_service(background_service(
         "upstream resolver",
         Resolver {
-            upstreams: resolved,
+            shared: shared.clone(),
         },
     ));
-    server.add_services(client_services);
+    server.add_service(background_service(
+        "reloader",
+        Reloader {
+            shared,
+            config_path,
+            metrics,
+        },
+    ));
     Ok(server)
 }
 
 /// Runs until SIGTERM/SIGINT (or the given signal), then shuts down gracefully.
 pub fn run(
     settings: Settings,
+    config_path: Option<PathBuf>,
     shutdown: Option<Box<dyn ShutdownSignalWatch>>,
 ) -> Result<(), String> {
-    let server = build(settings)?;
+    let server = build(settings, config_path)?;
     let args = match shutdown {
         Some(shutdown_signal) => RunArgs { shutdown_signal },
         None => RunArgs::default(),

@@ -110,28 +110,24 @@ impl Upstream {
     }
 }
 
-/// Background service that keeps named upstreams resolved.
+/// Background service that keeps the named upstreams of the running configuration resolved.
 pub struct Resolver {
-    pub upstreams: Vec<Arc<Upstream>>,
+    pub shared: crate::runtime::Shared,
 }
 
 #[async_trait]
 impl BackgroundService for Resolver {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let named: Vec<&Upstream> = self
-            .upstreams
-            .iter()
-            .map(|u| &**u)
-            .filter(|u| u.is_named())
-            .collect();
-        let Some(interval) = named.iter().map(|u| u.settings.resolve_interval).min() else {
-            return;
-        };
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let rt = self.shared.load_full();
+            let named: Vec<&Arc<Upstream>> = rt.resolved.iter().filter(|u| u.is_named()).collect();
+            let interval = named
+                .iter()
+                .map(|u| u.settings.resolve_interval)
+                .min()
+                .unwrap_or(std::time::Duration::from_secs(30));
             tokio::select! {
-                _ = tick.tick() => {
+                _ = tokio::time::sleep(interval) => {
                     for u in &named {
                         u.refresh().await;
                     }

@@ -1,4 +1,5 @@
-//! Client records from a file (TOML or JSON), re-read when it changes or on SIGHUP.
+//! Client records from a file (TOML or JSON), re-read when it changes or on SIGHUP (driven by
+//! [`crate::runtime::Reloader`]).
 //!
 //! A new version is parsed and validated whole before it replaces the records in force (one atomic
 //! swap: requests see either the old or the new set, never a mix). A bad file is logged and
@@ -7,12 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 
 use super::record::{parse_client_file, ClientRecord, ClientSet, FileFormat};
 
@@ -110,50 +108,6 @@ impl FileStore {
         self.current.store(Arc::new(set));
         self.generation.fetch_add(1, Ordering::Relaxed);
         Ok(true)
-    }
-}
-
-/// Background service: polls the file for changes and reloads on SIGHUP.
-pub struct FileWatcher {
-    pub store: Arc<FileStore>,
-    pub interval: Duration,
-}
-
-impl FileWatcher {
-    fn reload(&self, force: bool) {
-        match self.store.reload(force) {
-            Ok(true) => tracing::info!(
-                path = %self.store.path.display(),
-                clients = self.store.len(),
-                generation = self.store.generation(),
-                "client file reloaded"
-            ),
-            Ok(false) => {}
-            Err(e) => tracing::error!(
-                path = %self.store.path.display(),
-                error = %e,
-                "client file refused; the previous client records stay in force"
-            ),
-        }
-    }
-}
-
-#[async_trait]
-impl BackgroundService for FileWatcher {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => self.reload(false),
-                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => {
-                    tracing::info!("SIGHUP: reloading the client file");
-                    self.reload(true)
-                }
-                _ = shutdown.changed() => return,
-            }
-        }
     }
 }
 

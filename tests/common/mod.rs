@@ -361,7 +361,8 @@ impl Gateway {
             let shutdown = Arc::new(tokio::sync::Notify::new());
             let signal = TestShutdown(shutdown.clone());
             let thread = std::thread::spawn(move || {
-                tokengate::server::run(settings, Some(Box::new(signal))).expect("gateway runs");
+                tokengate::server::run(settings, None, Some(Box::new(signal)))
+                    .expect("gateway runs");
             });
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
             let deadline = Instant::now() + WAIT;
