@@ -30,6 +30,7 @@ pub fn build(settings: Settings, config_path: Option<PathBuf>) -> Result<Server,
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    ignore_sighup_until_the_reloader_listens();
 
     // Listeners are bound once: they come from the configuration the process starts with.
     let listen = settings.server.listen.clone();
@@ -90,6 +91,16 @@ pub fn build(settings: Settings, config_path: Option<PathBuf>) -> Result<Server,
         },
     ));
     Ok(server)
+}
+
+/// SIGHUP's default action ends the process. The reloader handles it once its service runs; until
+/// then (start-up), a SIGHUP is ignored rather than fatal.
+fn ignore_sighup_until_the_reloader_listens() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code; the reloader's
+    // tokio handler replaces it later.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
 }
 
 /// Runs until SIGTERM/SIGINT (or the given signal), then shuts down gracefully.

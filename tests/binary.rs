@@ -460,3 +460,117 @@ fn json_access_log_has_one_line_per_request_with_a_hashed_client_id() {
         "{log}"
     );
 }
+
+#[test]
+fn sighup_reloads_the_configuration_under_traffic_and_keeps_it_when_the_new_one_is_bad() {
+    let up = Upstream::start(Behaviour::default());
+    let dir = tempdir().join("reload");
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let conf = dir.join("gw.toml");
+    let write_conf = |mode: &str| {
+        std::fs::write(
+            &conf,
+            format!(
+                "{}[server]\nlisten = [\"127.0.0.1:{port}\"]\ngrace_period = \"0s\"\n\
+                 [admin]\nlisten = \"{admin}\"\n",
+                config(up.addr, &token_route(mode))
+            ),
+        )
+        .unwrap()
+    };
+    write_conf("to_basic");
+    let child = spawn_gateway(&conf, port, None, &[]);
+    let pid = child.0.id().to_string();
+    let hup = || {
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success())
+    };
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let req = token_post(ENV, &[FORM], "grant_type=x&client_id=a&client_secret=b");
+                std::io::Write::write_all(&mut &s, &req).unwrap();
+                statuses.push(read_message(&mut r, false).unwrap().unwrap().status());
+            }
+            statuses
+        })
+    };
+    // Switch the route to a pass-through: the upstream starts receiving the body credentials.
+    write_conf("passthrough");
+    hup();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let seen = up.received();
+        if seen
+            .last()
+            .is_some_and(|m| m.body_str().contains("client_secret=b"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reload never took effect");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A bad configuration is refused; the running one stays.
+    std::fs::write(&conf, "this is = not [ a configuration").unwrap();
+    hup();
+    let metrics = |name: &str| -> Option<String> {
+        let s = TcpStream::connect(admin).unwrap();
+        std::io::Write::write_all(
+            &mut &s,
+            b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let body = read_message(&mut std::io::BufReader::new(s), false)
+            .unwrap()
+            .unwrap()
+            .body_str();
+        body.lines()
+            .find(|l| l.starts_with(name))
+            .map(str::to_string)
+    };
+    let deadline = Instant::now() + WAIT;
+    while metrics("tokengate_config_reloads_total{result=\"failed\"}").as_deref()
+        != Some("tokengate_config_reloads_total{result=\"failed\"} 1")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the bad configuration was not counted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        metrics("tokengate_config_reloads_total{result=\"ok\"}").as_deref(),
+        Some("tokengate_config_reloads_total{result=\"ok\"} 1")
+    );
+    assert_eq!(
+        metrics("tokengate_config_generation").as_deref(),
+        Some("tokengate_config_generation 2")
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let statuses = traffic.join().unwrap();
+    assert!(
+        statuses.len() > 10,
+        "too little traffic: {}",
+        statuses.len()
+    );
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(child.0.id() > 0);
+}
