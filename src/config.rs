@@ -57,6 +57,16 @@ struct FileConfig {
     admin: Option<FileAdmin>,
     #[serde(default)]
     log: FileLog,
+    #[serde(default)]
+    metrics: FileMetrics,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMetrics {
+    /// Environment IDs that get their own `env` label value; every other is `other`.
+    #[serde(default)]
+    env_ids: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -311,6 +321,9 @@ pub struct Settings {
     pub admin: Option<AdminSettings>,
     pub log_format: LogFormat,
     pub log_client_id: ClientIdLogging,
+    /// Environment IDs with their own metrics label value (envIDs come from requests: only listed
+    /// ones become label values, so the label space stays bounded).
+    pub metrics_env_ids: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -597,6 +610,7 @@ fn lower(file: FileConfig, base: &Base<'_>) -> Result<Settings, ConfigError> {
         admin,
         log_format: file.log.format,
         log_client_id: file.log.client_id,
+        metrics_env_ids: file.metrics.env_ids,
     })
 }
 

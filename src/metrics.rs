@@ -22,7 +22,7 @@ const BUCKETS: &[f64] = &[
 
 pub struct Metrics {
     registry: Registry,
-    /// `tokengate_requests_total{route, method, action, status_class}`
+    /// `tokengate_requests_total{route, env, method, action, status_class}`
     pub requests: IntCounterVec,
     /// `tokengate_local_rejections_total{route, error}`
     pub rejections: IntCounterVec,
@@ -51,7 +51,7 @@ impl Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new("tokengate_requests_total", "Requests handled, by route, client authentication method seen, action taken and status class."),
-            &["route", "method", "action", "status_class"],
+            &["route", "env", "method", "action", "status_class"],
         )?;
         let rejections = IntCounterVec::new(
             Opts::new(
@@ -144,6 +144,15 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// The `env` label value: the envID when the operator listed it, `other` when not, `-` without one.
+pub fn env_label<'a>(env_id: Option<&'a str>, listed: &[String]) -> &'a str {
+    match env_id {
+        None => "-",
+        Some(e) if listed.iter().any(|l| l == e) => e,
+        Some(_) => "other",
     }
 }
 

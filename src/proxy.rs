@@ -422,7 +422,13 @@ impl ProxyHttp for Gateway {
         });
         let m = &self.metrics;
         m.requests
-            .with_label_values(&[route, method_seen, action, metrics::status_class(status)])
+            .with_label_values(&[
+                route,
+                metrics::env_label(ctx.env_id.as_deref(), &ctx.rt.settings.metrics_env_ids),
+                method_seen,
+                action,
+                metrics::status_class(status),
+            ])
             .inc();
         m.request_duration
             .with_label_values(&[route])

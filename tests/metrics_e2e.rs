@@ -110,7 +110,11 @@ fn metrics_count_exactly_what_the_gateway_saw_and_decided() {
     let admin = free_addr();
     let gw = Gateway::start(&config(
         up.addr,
-        &format!("{}[admin]\nlisten = \"{admin}\"\n", token_route("to_basic")),
+        &format!(
+            "{}[admin]\nlisten = \"{admin}\"\n[metrics]\nenv_ids = [\"{}\"]\n",
+            token_route("to_basic"),
+            ENV.split('/').nth(1).unwrap()
+        ),
     ));
     for _ in 0..2 {
         assert_eq!(
@@ -137,9 +141,9 @@ fn metrics_count_exactly_what_the_gateway_saw_and_decided() {
 
     let m = scrape_after(admin, 5.0);
     let expect = [
-        ("tokengate_requests_total{action=converted,method=client_secret_post,route=token,status_class=2xx}", 2.0),
-        ("tokengate_requests_total{action=rejected,method=-,route=token,status_class=4xx}", 2.0),
-        ("tokengate_requests_total{action=passthrough,method=-,route=default,status_class=2xx}", 1.0),
+        ("tokengate_requests_total{action=converted,env=5a0b3c2d-1111-2222-3333-444455556666,method=client_secret_post,route=token,status_class=2xx}", 2.0),
+        ("tokengate_requests_total{action=rejected,env=5a0b3c2d-1111-2222-3333-444455556666,method=-,route=token,status_class=4xx}", 2.0),
+        ("tokengate_requests_total{action=passthrough,env=-,method=-,route=default,status_class=2xx}", 1.0),
         ("tokengate_local_rejections_total{error=invalid_request,route=token}", 2.0),
         ("tokengate_request_duration_seconds_count{route=token}", 4.0),
         ("tokengate_request_duration_seconds_count{route=default}", 1.0),
@@ -178,7 +182,7 @@ fn upstream_failures_are_counted_by_kind() {
         Some(&1.0)
     );
     assert_eq!(
-        m.get("tokengate_requests_total{action=converted,method=client_secret_post,route=token,status_class=5xx}"),
+        m.get("tokengate_requests_total{action=converted,env=other,method=client_secret_post,route=token,status_class=5xx}"),
         Some(&1.0)
     );
 }
