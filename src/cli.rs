@@ -128,25 +128,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Pingora's crates print whole request headers (Authorization included) at debug level: they are
-/// capped at info whatever `TOKENGATE_LOG` asks for, so that no secret reaches a log line.
+/// Logs to stderr with the operator's `TOKENGATE_LOG` filter (see [`crate::logging`]).
 fn init_logging(format: crate::config::LogFormat) {
-    use tracing_subscriber::filter::{filter_fn, FilterExt};
-    use tracing_subscriber::prelude::*;
-
-    let env = tracing_subscriber::EnvFilter::try_from_env("TOKENGATE_LOG")
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOKENGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let pingora_cap = filter_fn(|meta| {
-        !(meta.target().starts_with("pingora") && *meta.level() > tracing::Level::INFO)
-    });
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let layer = match format {
-        crate::config::LogFormat::Text => layer
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .boxed(),
-        crate::config::LogFormat::Json => layer.json().flatten_event(true).boxed(),
-    };
-    tracing_subscriber::registry()
-        .with(layer.with_filter(env.and(pingora_cap)))
-        .init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    crate::logging::install(filter, format, std::io::stderr, ansi);
 }

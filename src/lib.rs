@@ -15,6 +15,7 @@ pub mod clients;
 pub mod config;
 pub mod exchange;
 pub mod lockout;
+pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod proxy;

@@ -498,21 +498,34 @@ fn sighup_reloads_the_configuration_under_traffic_and_keeps_it_when_the_new_one_
             .success())
     };
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let done = std::sync::Arc::new(AtomicUsize::new(0));
     let traffic = {
-        let stop = stop.clone();
+        let (stop, done) = (stop.clone(), done.clone());
         std::thread::spawn(move || {
             let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
             let mut r = std::io::BufReader::new(s.try_clone().unwrap());
             let mut statuses = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            while !stop.load(Ordering::SeqCst) {
                 let req = token_post(ENV, &[FORM], "grant_type=x&client_id=a&client_secret=b");
                 std::io::Write::write_all(&mut &s, &req).unwrap();
                 statuses.push(read_message(&mut r, false).unwrap().unwrap().status());
+                done.fetch_add(1, Ordering::SeqCst);
             }
             statuses
         })
     };
+    // Traffic is flowing before each change and after it.
+    let wait_for_more = |n: usize| {
+        let target = done.load(Ordering::SeqCst) + n;
+        let deadline = Instant::now() + WAIT;
+        while done.load(Ordering::SeqCst) < target {
+            assert!(Instant::now() < deadline, "traffic stalled");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    wait_for_more(5);
     // Switch the route to a pass-through: the upstream starts receiving the body credentials.
     write_conf("passthrough");
     hup();
@@ -528,6 +541,7 @@ fn sighup_reloads_the_configuration_under_traffic_and_keeps_it_when_the_new_one_
         assert!(Instant::now() < deadline, "the reload never took effect");
         std::thread::sleep(Duration::from_millis(20));
     }
+    wait_for_more(5);
     // A bad configuration is refused; the running one stays.
     std::fs::write(&conf, "this is = not [ a configuration").unwrap();
     hup();
@@ -564,10 +578,11 @@ fn sighup_reloads_the_configuration_under_traffic_and_keeps_it_when_the_new_one_
         metrics("tokengate_config_generation").as_deref(),
         Some("tokengate_config_generation 2")
     );
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_for_more(5);
+    stop.store(true, Ordering::SeqCst);
     let statuses = traffic.join().unwrap();
     assert!(
-        statuses.len() > 10,
+        statuses.len() >= 15,
         "too little traffic: {}",
         statuses.len()
     );

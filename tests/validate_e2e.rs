@@ -310,8 +310,9 @@ fn client_file_reload_under_traffic_fails_no_request() {
     let gw = Arc::new(file_gateway(&up, &path, ""));
 
     let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let traffic = {
-        let (gw, stop) = (gw.clone(), stop.clone());
+        let (gw, stop, done) = (gw.clone(), stop.clone(), done.clone());
         std::thread::spawn(move || {
             let s = gw.connect();
             let mut w = s.try_clone().unwrap();
@@ -321,11 +322,22 @@ fn client_file_reload_under_traffic_fails_no_request() {
                 w.write_all(&token_post(ENV, &[FORM], &form("web", WEB_SECRET)))
                     .unwrap();
                 statuses.push(read_message(&mut r, false).unwrap().unwrap().status());
+                done.fetch_add(1, Ordering::SeqCst);
             }
             statuses
         })
     };
+    // Traffic keeps flowing around every reload.
+    let wait_for_more = |n: usize| {
+        let target = done.load(Ordering::SeqCst) + n;
+        let deadline = Instant::now() + WAIT;
+        while done.load(Ordering::SeqCst) < target {
+            assert!(Instant::now() < deadline, "traffic stalled");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
     for round in 0..5 {
+        wait_for_more(2);
         let new_id = format!("new{round}");
         let extra = record(
             &new_id,
@@ -340,6 +352,7 @@ fn client_file_reload_under_traffic_fails_no_request() {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+    wait_for_more(2);
     stop.store(true, Ordering::SeqCst);
     let statuses = traffic.join().unwrap();
     assert!(

@@ -316,6 +316,53 @@ impl ShutdownSignalWatch for TestShutdown {
     }
 }
 
+/// Everything every in-process gateway of this test binary logged, at trace level.
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct LogSink;
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures the logs of this test binary (once), with the gateway's own logging setup.
+fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tokengate::logging::install(
+            tracing_subscriber::EnvFilter::new("trace"),
+            tokengate::config::LogFormat::Text,
+            || LogSink,
+            false,
+        );
+    });
+}
+
+/// Fails when any captured log line carries client credentials: a client_secret parameter, an
+/// Authorization value, or Basic credentials.
+pub fn assert_logs_hold_no_credentials() {
+    let logs =
+        String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    for line in logs.lines() {
+        let lower = line.to_ascii_lowercase();
+        let basic_creds = lower
+            .match_indices("basic ")
+            .any(|(i, _)| !lower[i + 6..].starts_with("realm") && lower[i + 6..].len() > 3);
+        assert!(
+            !lower.contains("client_secret=") && !lower.contains("authorization:") && !basic_creds,
+            "a log line carries credentials: {line}"
+        );
+    }
+}
+
 /// The real gateway (Pingora server) running on an ephemeral 127.0.0.1 port.
 pub struct Gateway {
     pub addr: SocketAddr,
@@ -353,6 +400,7 @@ impl Gateway {
 
     /// Like [`Gateway::start`], with more `[server]` keys.
     pub fn start_with(toml: &str, server_extra: &str) -> Gateway {
+        capture_logs();
         for _ in 0..5 {
             let port = free_port();
             let text =
@@ -403,6 +451,9 @@ impl Drop for Gateway {
         self.shutdown.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        if !std::thread::panicking() {
+            assert_logs_hold_no_credentials();
         }
     }
 }
