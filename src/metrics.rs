@@ -114,19 +114,13 @@ impl Metrics {
             config_reloads,
             config_generation,
         };
-        let names: Vec<&str> = rt
-            .settings
-            .upstreams
-            .iter()
-            .map(|u| u.name.as_str())
-            .collect();
-        metrics.init_upstreams(&names);
+        metrics.init_upstreams(&rt.settings);
         Ok(metrics)
     }
 
-    /// Starts the per-upstream series at zero, so that rates work from the start.
-    pub fn init_upstreams(&self, names: &[&str]) {
-        for name in names {
+    /// Starts the per-upstream series of `settings` at zero, so that rates work from the start.
+    pub fn init_upstreams(&self, settings: &crate::config::Settings) {
+        for name in settings.upstreams.iter().map(|u| u.name.as_str()) {
             self.upstream_duration.with_label_values(&[name]);
             for kind in UPSTREAM_ERROR_KINDS {
                 self.upstream_errors.with_label_values(&[name, kind]);

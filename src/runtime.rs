@@ -174,13 +174,7 @@ impl Reloader {
                 if !kept.is_empty() {
                     tracing::warn!(settings = ?kept, "these settings change only on restart; the running values stay");
                 }
-                let names: Vec<&str> = rt
-                    .settings
-                    .upstreams
-                    .iter()
-                    .map(|u| u.name.as_str())
-                    .collect();
-                self.metrics.init_upstreams(&names);
+                self.metrics.init_upstreams(&rt.settings);
                 self.shared.store(Arc::new(rt));
                 self.metrics.config_reloads.with_label_values(&["ok"]).inc();
                 self.metrics.config_generation.set(generation as i64);

@@ -207,11 +207,7 @@ fn sighup_reloads_the_client_file() {
         )
     };
     std::fs::write(dir.join("clients.toml"), client("first")).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let conf = dir.join("gw.toml");
     // The file is polled only hourly: only SIGHUP can make the change visible in this test.
     std::fs::write(
@@ -263,6 +259,14 @@ fn sighup_reloads_the_client_file() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(ask("first"), 401);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn tempdir() -> std::path::PathBuf {
@@ -317,11 +321,7 @@ fn pingone_sample_curl_reaches_a_basic_only_upstream_as_rfc6749_basic() {
     let sent_by_curl = up.only().body_str();
 
     // The same request through the real binary.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let dir = tempdir();
     let conf = dir.join("tokengate.toml");
     std::fs::write(
@@ -400,11 +400,7 @@ fn json_access_log_has_one_line_per_request_with_a_hashed_client_id() {
     let up = Upstream::start(Behaviour::default());
     let dir = tempdir().join("jsonlog");
     std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let conf = dir.join("gw.toml");
     std::fs::write(
         &conf,
@@ -466,11 +462,7 @@ fn sighup_reloads_the_configuration_under_traffic_and_keeps_it_when_the_new_one_
     let up = Upstream::start(Behaviour::default());
     let dir = tempdir().join("reload");
     std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let admin = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
