@@ -490,33 +490,12 @@ fn sighup_reloads_the_configuration_under_traffic_and_keeps_it_when_the_new_one_
             .success())
     };
 
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let done = std::sync::Arc::new(AtomicUsize::new(0));
-    let traffic = {
-        let (stop, done) = (stop.clone(), done.clone());
-        std::thread::spawn(move || {
-            let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-            let mut r = std::io::BufReader::new(s.try_clone().unwrap());
-            let mut statuses = Vec::new();
-            while !stop.load(Ordering::SeqCst) {
-                let req = token_post(ENV, &[FORM], "grant_type=x&client_id=a&client_secret=b");
-                std::io::Write::write_all(&mut &s, &req).unwrap();
-                statuses.push(read_message(&mut r, false).unwrap().unwrap().status());
-                done.fetch_add(1, Ordering::SeqCst);
-            }
-            statuses
-        })
-    };
+    let traffic = Traffic::start(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        token_post(ENV, &[FORM], "grant_type=x&client_id=a&client_secret=b"),
+    );
     // Traffic is flowing before each change and after it.
-    let wait_for_more = |n: usize| {
-        let target = done.load(Ordering::SeqCst) + n;
-        let deadline = Instant::now() + WAIT;
-        while done.load(Ordering::SeqCst) < target {
-            assert!(Instant::now() < deadline, "traffic stalled");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
+    let wait_for_more = |n: usize| traffic.wait_for_more(n);
     wait_for_more(5);
     // Switch the route to a pass-through: the upstream starts receiving the body credentials.
     write_conf("passthrough");
@@ -571,8 +550,7 @@ fn sighup_reloads_the_configuration_under_traffic_and_keeps_it_when_the_new_one_
         Some("tokengate_config_generation 2")
     );
     wait_for_more(5);
-    stop.store(true, Ordering::SeqCst);
-    let statuses = traffic.join().unwrap();
+    let statuses = traffic.stop();
     assert!(
         statuses.len() >= 15,
         "too little traffic: {}",

@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -309,33 +308,9 @@ fn client_file_reload_under_traffic_fails_no_request() {
     let path = write_clients(&dir, &standard_clients());
     let gw = Arc::new(file_gateway(&up, &path, ""));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let traffic = {
-        let (gw, stop, done) = (gw.clone(), stop.clone(), done.clone());
-        std::thread::spawn(move || {
-            let s = gw.connect();
-            let mut w = s.try_clone().unwrap();
-            let mut r = BufReader::new(s);
-            let mut statuses = Vec::new();
-            while !stop.load(Ordering::SeqCst) {
-                w.write_all(&token_post(ENV, &[FORM], &form("web", WEB_SECRET)))
-                    .unwrap();
-                statuses.push(read_message(&mut r, false).unwrap().unwrap().status());
-                done.fetch_add(1, Ordering::SeqCst);
-            }
-            statuses
-        })
-    };
+    let traffic = Traffic::start(gw.addr, token_post(ENV, &[FORM], &form("web", WEB_SECRET)));
     // Traffic keeps flowing around every reload.
-    let wait_for_more = |n: usize| {
-        let target = done.load(Ordering::SeqCst) + n;
-        let deadline = Instant::now() + WAIT;
-        while done.load(Ordering::SeqCst) < target {
-            assert!(Instant::now() < deadline, "traffic stalled");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
+    let wait_for_more = |n: usize| traffic.wait_for_more(n);
     for round in 0..5 {
         wait_for_more(2);
         let new_id = format!("new{round}");
@@ -353,8 +328,7 @@ fn client_file_reload_under_traffic_fails_no_request() {
         }
     }
     wait_for_more(2);
-    stop.store(true, Ordering::SeqCst);
-    let statuses = traffic.join().unwrap();
+    let statuses = traffic.stop();
     assert!(
         statuses.len() > 10,
         "too little traffic: {}",

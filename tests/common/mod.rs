@@ -500,3 +500,56 @@ pub fn assert_oauth_error(resp: &Message, status: u16, code: &str) {
 pub fn half_close(s: &TcpStream) {
     s.shutdown(Shutdown::Write).unwrap();
 }
+
+/// Requests sent one after another on one kept-alive connection, from a thread, until stopped.
+pub struct Traffic {
+    stop: Arc<AtomicBool>,
+    done: Arc<std::sync::atomic::AtomicUsize>,
+    thread: Option<JoinHandle<Vec<u16>>>,
+}
+
+impl Traffic {
+    /// Sends `request` to `addr` over and over.
+    pub fn start(addr: SocketAddr, request: Vec<u8>) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (stop2, done2) = (stop.clone(), done.clone());
+        let thread = std::thread::spawn(move || {
+            let s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            let mut statuses = Vec::new();
+            while !stop2.load(Ordering::SeqCst) {
+                w.write_all(&request).unwrap();
+                statuses.push(read_message(&mut r, false).unwrap().unwrap().status());
+                done2.fetch_add(1, Ordering::SeqCst);
+            }
+            statuses
+        });
+        Traffic {
+            stop,
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until `n` more requests have been answered.
+    pub fn wait_for_more(&self, n: usize) {
+        let target = self.done.load(Ordering::SeqCst) + n;
+        let deadline = Instant::now() + WAIT;
+        while self.done.load(Ordering::SeqCst) < target {
+            assert!(Instant::now() < deadline, "traffic stalled");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops and returns every status received.
+    pub fn stop(mut self) -> Vec<u16> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread
+            .take()
+            .map(|t| t.join().unwrap())
+            .unwrap_or_default()
+    }
+}
