@@ -420,7 +420,16 @@ impl ProxyHttp for Gateway {
         let route = ctx.route.map_or(metrics::NO_ROUTE, |r| {
             ctx.rt.settings.routes[r].name.as_str()
         });
+        // requests_total last: once a scrape sees a request there, its other series are counted.
         let m = &self.metrics;
+        if let Some(code) = ctx.local_error {
+            m.rejections
+                .with_label_values(&[route, code.as_str()])
+                .inc();
+        }
+        m.request_duration
+            .with_label_values(&[route])
+            .observe(ctx.started.elapsed().as_secs_f64());
         m.requests
             .with_label_values(&[
                 route,
@@ -430,14 +439,6 @@ impl ProxyHttp for Gateway {
                 metrics::status_class(status),
             ])
             .inc();
-        m.request_duration
-            .with_label_values(&[route])
-            .observe(ctx.started.elapsed().as_secs_f64());
-        if let Some(code) = ctx.local_error {
-            m.rejections
-                .with_label_values(&[route, code.as_str()])
-                .inc();
-        }
         // Never credentials: the route, the environment, who (hashed by default) and what was
         // decided.
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;

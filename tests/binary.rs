@@ -261,14 +261,6 @@ fn sighup_reloads_the_client_file() {
     assert_eq!(ask("first"), 401);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn tempdir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "tokengate-test-{}-{:?}",
@@ -463,10 +455,7 @@ fn sighup_reloads_the_configuration_under_traffic_and_keeps_it_when_the_new_one_
     let dir = tempdir().join("reload");
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let admin = free_addr();
     let conf = dir.join("gw.toml");
     let write_conf = |mode: &str| {
         std::fs::write(

@@ -5,7 +5,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{BufReader, Write};
-use std::net::TcpListener;
 use std::time::Instant;
 
 use common::*;
@@ -34,13 +33,6 @@ fn wait_listening(addr: std::net::SocketAddr) {
         assert!(Instant::now() < deadline, "admin listener never opened");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-}
-
-fn free_addr() -> std::net::SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// Parsed samples: "name{k=v,...}" (labels sorted) → value.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
@@ -46,13 +46,6 @@ impl Pki {
     fn path(&self, f: &str) -> String {
         self.dir.join(f).display().to_string()
     }
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// A gateway with an HTTPS listener on `tls` in front of `upstream`.

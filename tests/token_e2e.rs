@@ -539,10 +539,7 @@ fn upstream_closing_idle_connections_does_not_fail_the_next_token_request() {
 
 #[test]
 fn refused_upstream_is_502_json() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let port = free_addr();
     let gw = Gateway::start(&config(port, &token_route("to_basic")));
     let resp = gw.send(&token_post(ENV, &[FORM], "client_id=a&client_secret=b"));
     assert_oauth_error(&resp, 502, "server_error");

@@ -370,12 +370,24 @@ pub struct Gateway {
     thread: Option<JoinHandle<()>>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A port for a server a test starts, below Linux's ephemeral range (32768+): no `bind(0)` and no
+/// outgoing connection of a parallel test can take it between this check and the server's bind.
+/// Each test binary (they run one at a time) walks the range from its own offset.
+pub fn free_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let offset = std::process::id() % 6000;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = 20000 + ((offset + n) % 12000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// [`free_port`] on 127.0.0.1.
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
 /// A configuration with one upstream (`up`, at `upstream`) and the given extra TOML.
