@@ -14,7 +14,15 @@ fn get(addr: std::net::SocketAddr, path: &str) -> Message {
 }
 
 fn get_with(addr: std::net::SocketAddr, path: &str, headers: &str) -> Message {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    // The admin listener may still be coming up beside the proxy: connecting is a readiness poll.
+    let deadline = Instant::now() + WAIT;
+    let mut s = loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() > deadline => panic!("connect {addr} for {path}: {e}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    };
     s.set_read_timeout(Some(WAIT)).unwrap();
     write!(
         s,
