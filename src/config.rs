@@ -422,12 +422,16 @@ pub struct UpstreamSettings {
 pub enum RouteMode {
     /// Proxied untouched, streamed.
     Passthrough,
-    /// Token request handling: checked, optionally validated against the client records, and
-    /// converted (`None`: to the client record's `upstream_method`, or left as sent).
-    Token {
-        conversion: Option<Conversion>,
-        validate: bool,
-    },
+    /// Token request handling.
+    Token(TokenMode),
+}
+
+/// What a token route does: check the request, optionally validate it against the client
+/// records, and convert (`None`: to the client record's `upstream_method`, or left as sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenMode {
+    pub conversion: Option<Conversion>,
+    pub validate: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -551,9 +555,11 @@ fn lower(file: FileConfig, base: &Base<'_>) -> Result<Settings, ConfigError> {
             None => default_upstream,
         };
         let validate = r.validate;
-        let token = |conversion| RouteMode::Token {
-            conversion,
-            validate,
+        let token = |conversion| {
+            RouteMode::Token(TokenMode {
+                conversion,
+                validate,
+            })
         };
         let mode = match r.mode {
             FileMode::Passthrough if validate => {
@@ -565,12 +571,14 @@ fn lower(file: FileConfig, base: &Base<'_>) -> Result<Settings, ConfigError> {
             FileMode::Passthrough => RouteMode::Passthrough,
             FileMode::ToBasic => token(Some(Conversion::ToBasic)),
             FileMode::ToPost => token(Some(Conversion::ToPost)),
-            FileMode::Validate => RouteMode::Token {
+            FileMode::Validate => RouteMode::Token(TokenMode {
                 conversion: None,
                 validate: true,
-            },
+            }),
         };
-        if matches!(mode, RouteMode::Token { validate: true, .. }) && file.clients.is_none() {
+        if matches!(mode, RouteMode::Token(TokenMode { validate: true, .. }))
+            && file.clients.is_none()
+        {
             return Err(invalid(
                 format!("{key}.mode"),
                 "validating needs client records: add a [clients] section",
@@ -1111,10 +1119,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             s.routes[0].mode,
-            RouteMode::Token {
+            RouteMode::Token(TokenMode {
                 conversion: Some(Conversion::ToBasic),
                 validate: true
-            }
+            })
         );
         let c = s.clients.unwrap();
         let ClientSource::Registry {

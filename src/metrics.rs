@@ -10,8 +10,6 @@ use prometheus::{
     TextEncoder,
 };
 
-use prometheus::IntGauge as Gauge;
-
 use crate::runtime::Shared;
 use crate::validate::ClientStore;
 
@@ -35,7 +33,7 @@ pub struct Metrics {
     /// `tokengate_config_reloads_total{result}`
     pub config_reloads: IntCounterVec,
     /// `tokengate_config_generation`
-    pub config_generation: Gauge,
+    pub config_generation: IntGauge,
 }
 
 /// The `kind` label values of `tokengate_upstream_errors_total`.
@@ -92,7 +90,7 @@ impl Metrics {
             ),
             &["result"],
         )?;
-        let config_generation = Gauge::new(
+        let config_generation = IntGauge::new(
             "tokengate_config_generation",
             "The running configuration's generation: 1 at start, +1 per successful reload.",
         )?;
@@ -201,23 +199,18 @@ const CACHE_COUNTERS: [(&str, &str); 7] = [
 
 impl ClientMetrics {
     fn new(shared: Shared) -> Result<ClientMetrics, prometheus::Error> {
-        let mut descs = Vec::new();
-        for (name, help) in CACHE_COUNTERS {
-            descs.push(Desc::new(
-                name.into(),
-                help.into(),
-                vec![],
-                Default::default(),
-            )?);
-        }
-        for (name, help) in GAUGES {
-            descs.push(Desc::new(
-                name.into(),
-                help.into(),
-                vec![],
-                Default::default(),
-            )?);
-        }
+        let descs = CACHE_COUNTERS
+            .iter()
+            .chain(GAUGES.iter())
+            .map(|(name, help)| {
+                Desc::new(
+                    name.to_string(),
+                    help.to_string(),
+                    vec![],
+                    Default::default(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(ClientMetrics { shared, descs })
     }
 }

@@ -13,7 +13,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::clients::record::AuthMethod;
-use crate::config::{ClientIdLogging, RouteMode};
+use crate::config::{ClientIdLogging, RouteMode, TokenMode};
 use crate::exchange::{self, Exchange};
 use crate::metrics::{self, Metrics};
 use crate::protocol::{self, token, BodyLimit, Conversion, OAuthError};
@@ -58,16 +58,17 @@ impl Gateway {
         Gateway { shared, metrics }
     }
 
-    /// Checks, reads and decides a token request. `Ok` carries what to forward.
-    #[allow(clippy::too_many_arguments)]
+    /// Checks, reads and decides a request on a token route. `Ok` carries what to forward.
     async fn token_request(
         &self,
         rt: &Runtime,
         session: &mut Session,
-        conversion: Option<Conversion>,
-        validate: bool,
-        env_id: Option<&str>,
+        TokenMode {
+            conversion,
+            validate,
+        }: TokenMode,
         upstream: &Upstream,
+        env_id: Option<&str>,
         seen_client_id: &mut Option<Vec<u8>>,
     ) -> Result<Exchange, OAuthError> {
         let limits = rt.settings.token;
@@ -278,11 +279,7 @@ impl ProxyHttp for Gateway {
         ctx.route = Some(m.route);
         ctx.env_id = m.env_id.map(str::to_string);
         ctx.upstream = route.upstream;
-        let RouteMode::Token {
-            conversion,
-            validate,
-        } = route.mode
-        else {
+        let RouteMode::Token(mode) = route.mode else {
             return Ok(false);
         };
         // A CORS preflight is not a token request: the authorization server answers it (browser
@@ -290,16 +287,13 @@ impl ProxyHttp for Gateway {
         if session.req_header().method == http::Method::OPTIONS {
             return Ok(false);
         }
-        let upstream = &rt.upstreams[route.upstream];
-        let env_id = ctx.env_id.clone();
         match self
             .token_request(
                 &rt,
                 session,
-                conversion,
-                validate,
-                env_id.as_deref(),
-                upstream,
+                mode,
+                &rt.upstreams[route.upstream],
+                ctx.env_id.as_deref(),
                 &mut ctx.client_id,
             )
             .await
