@@ -12,7 +12,7 @@ use tokengate::clients::file::FileStore;
 use tokengate::clients::record::{ClientKey, ClientRecord};
 use tokengate::clients::secret::{hash_argon2id, hash_sha256, VerifiedCache};
 use tokengate::lockout::{LocalLimiter, LockoutConfig};
-use tokengate::protocol::{extract, BasicEncoding, Conversion};
+use tokengate::protocol::{extract, BasicEncoding, Conversion, Endpoint};
 use tokengate::validate::{ClientStore, Validator};
 
 const ENV: &str = "5a0b3c2d-1111-2222-3333-444455556666";
@@ -101,13 +101,16 @@ fn bench(c: &mut Criterion) {
         let ip = Some("127.0.0.1".parse().unwrap());
         // Warm: the first argon2 verification is remembered.
         let x = extract(&[], body.as_bytes()).unwrap();
-        rt.block_on(v.validate(ENV, &x, ip)).unwrap();
+        rt.block_on(v.validate(ENV, Endpoint::Token, &x, ip))
+            .unwrap();
         g.bench_function(
             format!("full decision, known client ({id}, verified before)"),
             |b| {
                 b.iter(|| {
                     let x = extract(&[], black_box(body.as_bytes())).unwrap();
-                    let demanded = rt.block_on(v.validate(ENV, &x, ip)).unwrap();
+                    let demanded = rt
+                        .block_on(v.validate(ENV, Endpoint::Token, &x, ip))
+                        .unwrap();
                     assert!(demanded.is_some());
                     x.convert(
                         Some(Conversion::ToBasic),

@@ -6,11 +6,12 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::protocol::{BasicEncoding, Conversion};
+use crate::protocol::{BasicEncoding, Conversion, DiscoveryRewrite, Endpoint};
 use crate::routing::PathMatcher;
 
 /// The largest body cap allowed: Pingora's request retry buffer, which holds the token body while
@@ -267,6 +268,12 @@ struct FileRoute {
     #[serde(default)]
     validate: bool,
     upstream: Option<String>,
+    /// Token modes: which client-authenticated endpoint the route fronts.
+    endpoint: Option<String>,
+    /// Discovery mode: the gateway's public base URL for the endpoint URLs.
+    public_base_url: Option<String>,
+    /// Discovery mode: the client authentication methods to advertise.
+    auth_methods: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -276,6 +283,7 @@ enum FileMode {
     ToBasic,
     ToPost,
     Validate,
+    Discovery,
 }
 
 fn default_listen() -> Vec<String> {
@@ -418,12 +426,14 @@ pub struct UpstreamSettings {
 }
 
 /// What a route does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteMode {
     /// Proxied untouched, streamed.
     Passthrough,
-    /// Token request handling.
+    /// Client-authenticated endpoint handling (token, introspection, revocation, PAR, device).
     Token(TokenMode),
+    /// Requests proxied untouched; a successful metadata answer is rewritten.
+    Discovery(Arc<DiscoveryRewrite>),
 }
 
 /// What a token route does: check the request, optionally validate it against the client
@@ -432,6 +442,7 @@ pub enum RouteMode {
 pub struct TokenMode {
     pub conversion: Option<Conversion>,
     pub validate: bool,
+    pub endpoint: Endpoint,
 }
 
 #[derive(Debug, Clone)]
@@ -555,26 +566,68 @@ fn lower(file: FileConfig, base: &Base<'_>) -> Result<Settings, ConfigError> {
             None => default_upstream,
         };
         let validate = r.validate;
-        let token = |conversion| {
+        let token_route = matches!(
+            r.mode,
+            FileMode::ToBasic | FileMode::ToPost | FileMode::Validate
+        );
+        if validate && !matches!(r.mode, FileMode::ToBasic | FileMode::ToPost) {
+            return Err(invalid(
+                format!("{key}.validate"),
+                "only applies with mode \"to_basic\" or \"to_post\" (or use mode = \"validate\")",
+            ));
+        }
+        if r.endpoint.is_some() && !token_route {
+            return Err(invalid(
+                format!("{key}.endpoint"),
+                "only applies with mode \"to_basic\", \"to_post\" or \"validate\"",
+            ));
+        }
+        let discovery = matches!(r.mode, FileMode::Discovery);
+        for (set, name) in [
+            (r.public_base_url.is_some(), "public_base_url"),
+            (r.auth_methods.is_some(), "auth_methods"),
+        ] {
+            if set && !discovery {
+                return Err(invalid(
+                    format!("{key}.{name}"),
+                    "only applies with mode = \"discovery\"",
+                ));
+            }
+        }
+        let endpoint = match &r.endpoint {
+            None => Endpoint::Token,
+            Some(e) => Endpoint::parse(e).ok_or_else(|| {
+                let known: Vec<_> = Endpoint::ALL.iter().map(|e| e.as_str()).collect();
+                invalid(
+                    format!("{key}.endpoint"),
+                    format!("unknown endpoint {e:?} (one of: {})", known.join(", ")),
+                )
+            })?,
+        };
+        let token = |conversion, validate| {
             RouteMode::Token(TokenMode {
                 conversion,
                 validate,
+                endpoint,
             })
         };
         let mode = match r.mode {
-            FileMode::Passthrough if validate => {
-                return Err(invalid(
-                    format!("{key}.validate"),
-                    "a passthrough route cannot validate; use mode = \"validate\"",
-                ))
-            }
             FileMode::Passthrough => RouteMode::Passthrough,
-            FileMode::ToBasic => token(Some(Conversion::ToBasic)),
-            FileMode::ToPost => token(Some(Conversion::ToPost)),
-            FileMode::Validate => RouteMode::Token(TokenMode {
-                conversion: None,
-                validate: true,
-            }),
+            FileMode::ToBasic => token(Some(Conversion::ToBasic), validate),
+            FileMode::ToPost => token(Some(Conversion::ToPost), validate),
+            FileMode::Validate => token(None, true),
+            FileMode::Discovery => RouteMode::Discovery(Arc::new(DiscoveryRewrite {
+                public_base_url: r
+                    .public_base_url
+                    .as_deref()
+                    .map(|u| lower_public_base_url(&format!("{key}.public_base_url"), u))
+                    .transpose()?,
+                auth_methods: r
+                    .auth_methods
+                    .as_deref()
+                    .map(|m| lower_advertised_methods(&format!("{key}.auth_methods"), m))
+                    .transpose()?,
+            })),
         };
         if matches!(mode, RouteMode::Token(TokenMode { validate: true, .. }))
             && file.clients.is_none()
@@ -620,6 +673,57 @@ fn lower(file: FileConfig, base: &Base<'_>) -> Result<Settings, ConfigError> {
         log_client_id: file.log.client_id,
         metrics_env_ids: file.metrics.env_ids,
     })
+}
+
+/// A discovery route's public base URL: `http(s)://host[:port][/path]`, kept without a trailing
+/// `/`.
+fn lower_public_base_url(key: &str, url: &str) -> Result<String, ConfigError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| invalid(key, format!("{url:?} must start with https:// or http://")))?;
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    if host_end == 0
+        || url.contains(['?', '#', '@'])
+        || url.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(invalid(
+            key,
+            format!("{url:?} must be scheme://host[:port][/path], without query, fragment or user"),
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+/// A discovery route's advertised methods: RFC 8414 names, PingOne's capitals accepted; written
+/// out in RFC form.
+fn lower_advertised_methods(key: &str, methods: &[String]) -> Result<Vec<String>, ConfigError> {
+    const KNOWN: [&str; 7] = [
+        "client_secret_basic",
+        "client_secret_post",
+        "client_secret_jwt",
+        "private_key_jwt",
+        "tls_client_auth",
+        "self_signed_tls_client_auth",
+        "none",
+    ];
+    if methods.is_empty() {
+        return Err(invalid(key, "list at least one method"));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(methods.len());
+    for m in methods {
+        let lower = m.to_ascii_lowercase();
+        if !KNOWN.contains(&lower.as_str()) || (m != &lower && m != &m.to_ascii_uppercase()) {
+            return Err(invalid(
+                key,
+                format!("unknown method {m:?} (one of: {})", KNOWN.join(", ")),
+            ));
+        }
+        if !out.contains(&lower) {
+            out.push(lower);
+        }
+    }
+    Ok(out)
 }
 
 fn lower_clients(
@@ -1111,6 +1215,116 @@ mod tests {
     }
 
     #[test]
+    fn endpoint_routes_and_their_keys() {
+        let s = Settings::parse(&format!(
+            "{MINIMAL}\n[[routes]]\npath = \"/{{e}}/as/introspect\"\nmode = \"to_post\"\nendpoint = \"introspection\"\n\
+             [[routes]]\npath = \"/{{e}}/as/device_authorization\"\nmode = \"to_basic\"\nendpoint = \"device_authorization\"\n"
+        ))
+        .unwrap();
+        let endpoints: Vec<_> = s
+            .routes
+            .iter()
+            .map(|r| match &r.mode {
+                RouteMode::Token(t) => t.endpoint,
+                m => panic!("{m:?}"),
+            })
+            .collect();
+        assert_eq!(
+            endpoints,
+            [Endpoint::Introspection, Endpoint::DeviceAuthorization]
+        );
+        for (extra, key, says) in [
+            (
+                "mode = \"to_basic\"\nendpoint = \"introspect\"",
+                "routes[0].endpoint",
+                "introspection",
+            ),
+            (
+                "mode = \"passthrough\"\nendpoint = \"par\"",
+                "routes[0].endpoint",
+                "only applies",
+            ),
+            (
+                "mode = \"passthrough\"\nvalidate = true",
+                "routes[0].validate",
+                "only applies",
+            ),
+            (
+                "mode = \"discovery\"\nvalidate = true",
+                "routes[0].validate",
+                "only applies",
+            ),
+            (
+                "mode = \"to_basic\"\nauth_methods = [\"none\"]",
+                "routes[0].auth_methods",
+                "discovery",
+            ),
+            (
+                "mode = \"to_post\"\npublic_base_url = \"https://gw\"",
+                "routes[0].public_base_url",
+                "discovery",
+            ),
+            (
+                "mode = \"discovery\"\npublic_base_url = \"gw.example.com\"",
+                "routes[0].public_base_url",
+                "https://",
+            ),
+            (
+                "mode = \"discovery\"\npublic_base_url = \"https://gw/?a=1\"",
+                "routes[0].public_base_url",
+                "without query",
+            ),
+            (
+                "mode = \"discovery\"\npublic_base_url = \"https:///x\"",
+                "routes[0].public_base_url",
+                "scheme://host",
+            ),
+            (
+                "mode = \"discovery\"\nauth_methods = [\"client_secret_jwt\", \"basic\"]",
+                "routes[0].auth_methods",
+                "\"basic\"",
+            ),
+            (
+                "mode = \"discovery\"\nauth_methods = [\"Client_Secret_Post\"]",
+                "routes[0].auth_methods",
+                "unknown method",
+            ),
+            (
+                "mode = \"discovery\"\nauth_methods = []",
+                "routes[0].auth_methods",
+                "at least one",
+            ),
+        ] {
+            let e = err(&format!("{MINIMAL}\n[[routes]]\npath = \"/x\"\n{extra}\n"));
+            assert!(e.starts_with(key) && e.contains(says), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn discovery_routes_lower_their_rewrite() {
+        let s = Settings::parse(&format!(
+            "{MINIMAL}\n[[routes]]\npath = \"/{{e}}/as/.well-known/openid-configuration\"\nmode = \"discovery\"\n\
+             public_base_url = \"https://gw.example.com/idp/\"\nauth_methods = [\"CLIENT_SECRET_POST\", \"client_secret_basic\", \"client_secret_post\"]\n\
+             [[routes]]\npath = \"/.well-known/oauth-authorization-server/{{e}}/as\"\nmode = \"discovery\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.routes[0].mode,
+            RouteMode::Discovery(Arc::new(DiscoveryRewrite {
+                public_base_url: Some("https://gw.example.com/idp".into()),
+                auth_methods: Some(vec![
+                    "client_secret_post".into(),
+                    "client_secret_basic".into()
+                ]),
+            }))
+        );
+        assert_eq!(
+            s.routes[1].mode,
+            RouteMode::Discovery(Arc::new(DiscoveryRewrite::default()))
+        );
+    }
+
+    #[test]
     fn validate_combines_with_a_conversion_and_a_registry_keeps_its_path() {
         let s = Settings::parse(&format!(
             "{MINIMAL}\n[[routes]]\npath = \"/{{e}}/as/token\"\nmode = \"to_basic\"\nvalidate = true\n\
@@ -1121,7 +1335,8 @@ mod tests {
             s.routes[0].mode,
             RouteMode::Token(TokenMode {
                 conversion: Some(Conversion::ToBasic),
-                validate: true
+                validate: true,
+                endpoint: Endpoint::Token,
             })
         );
         let c = s.clients.unwrap();

@@ -16,6 +16,7 @@ use crate::clients::record::AuthMethod;
 use crate::config::{ClientIdLogging, RouteMode, TokenMode};
 use crate::exchange::{self, Exchange};
 use crate::metrics::{self, Metrics};
+use crate::protocol::discovery::{self, BodyRewriter};
 use crate::protocol::{self, token, BodyLimit, Conversion, OAuthError};
 use crate::routing;
 use crate::runtime::{Runtime, Shared};
@@ -51,6 +52,10 @@ pub struct Ctx {
     upstream_elapsed: Option<std::time::Duration>,
     /// The client's `X-Request-Id` (when well-formed) or one made here.
     request_id: String,
+    /// On a discovery route: the rewrite to apply, until the answer shows whether it applies.
+    discovery: Option<Arc<protocol::DiscoveryRewrite>>,
+    /// The metadata answer being rewritten.
+    rewriter: Option<BodyRewriter>,
 }
 
 impl Gateway {
@@ -66,6 +71,7 @@ impl Gateway {
         TokenMode {
             conversion,
             validate,
+            endpoint,
         }: TokenMode,
         upstream: &Upstream,
         env_id: Option<&str>,
@@ -123,7 +129,7 @@ impl Gateway {
                     .and_then(|a| a.as_inet())
                     .map(|a| a.ip());
                 let demanded = v
-                    .validate(env_id.unwrap_or_default(), &extracted, ip)
+                    .validate(env_id.unwrap_or_default(), endpoint, &extracted, ip)
                     .await?;
                 demanded.and_then(to_conversion).or(conversion)
             }
@@ -261,6 +267,8 @@ impl ProxyHttp for Gateway {
             upstream_status: None,
             upstream_elapsed: None,
             request_id: String::new(),
+            discovery: None,
+            rewriter: None,
         }
     }
 
@@ -279,8 +287,13 @@ impl ProxyHttp for Gateway {
         ctx.route = Some(m.route);
         ctx.env_id = m.env_id.map(str::to_string);
         ctx.upstream = route.upstream;
-        let RouteMode::Token(mode) = route.mode else {
-            return Ok(false);
+        let mode = match &route.mode {
+            RouteMode::Token(mode) => *mode,
+            RouteMode::Discovery(rules) => {
+                ctx.discovery = Some(rules.clone());
+                return Ok(false);
+            }
+            RouteMode::Passthrough => return Ok(false),
         };
         // A CORS preflight is not a token request: the authorization server answers it (browser
         // apps using PKCE send one before their POST).
@@ -335,16 +348,41 @@ impl ProxyHttp for Gateway {
         if let Some(exchange) = &ctx.exchange {
             exchange.apply_head(upstream_request)?;
         }
+        if ctx.discovery.is_some() {
+            // A metadata document is rewritten as plain JSON: ask for it uncompressed.
+            upstream_request.remove_header(&header::ACCEPT_ENCODING);
+        }
         Ok(())
     }
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
+        if let Some(rules) = ctx.discovery.take() {
+            let h = &upstream_response.headers;
+            if discovery::is_rewritable(
+                session.req_header().method.as_str().as_bytes(),
+                upstream_response.status.as_u16(),
+                h.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+                h.get(header::CONTENT_ENCODING).map(|v| v.as_bytes()),
+            ) {
+                // The new length is known only at the end: the body goes out chunked. A strong
+                // validator no longer names these bytes; a weak one still names the meaning.
+                upstream_response.remove_header(&header::CONTENT_LENGTH);
+                upstream_response.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+                if let Some(etag) = upstream_response.headers.get(header::ETAG) {
+                    if !etag.as_bytes().starts_with(b"W/") {
+                        let weak = format!("W/{}", String::from_utf8_lossy(etag.as_bytes()));
+                        upstream_response.insert_header(header::ETAG, weak)?;
+                    }
+                }
+                ctx.rewriter = Some(BodyRewriter::new(rules));
+            }
+        }
         if let Some(started) = ctx.upstream_started {
             ctx.upstream_elapsed = Some(started.elapsed());
             self.metrics
@@ -366,6 +404,27 @@ impl ProxyHttp for Gateway {
             exchange.replace_body(body);
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Option<std::time::Duration>> {
+        if let Some(rewriter) = &mut ctx.rewriter {
+            let chunk = body.take().unwrap_or_default();
+            let (out, outcome) = rewriter.push(&chunk, end_of_stream);
+            if outcome == Some(discovery::Outcome::Unchanged) {
+                tracing::warn!(
+                    request_id = %ctx.request_id,
+                    "discovery answer not rewritten: not a JSON object, or over the size limit"
+                );
+            }
+            *body = (!out.is_empty()).then(|| Bytes::from(out));
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {

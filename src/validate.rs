@@ -2,7 +2,8 @@
 //! records, so that only valid requests reach the authorization server.
 //!
 //! Order: lockout → record → method policy → secret (argon2 at most once per distinct client and
-//! secret within `verified_ttl`, on a blocking thread) → grant type. Every failed authentication
+//! secret within `verified_ttl`, on a blocking thread) → grant type (the one the endpoint's call
+//! belongs to; none for introspection and revocation). Every failed authentication
 //! is counted for the client_id and the source address, known client or not.
 
 use std::net::IpAddr;
@@ -15,7 +16,7 @@ use crate::clients::record::{AuthMethod, ClientKey, ClientRecord};
 use crate::clients::registry::Registry;
 use crate::clients::secret::VerifiedCache;
 use crate::lockout::FailureLimiter;
-use crate::protocol::{Extracted, MethodSeen, OAuthError};
+use crate::protocol::{Endpoint, Extracted, GrantCheck, MethodSeen, OAuthError};
 
 /// Where client records come from.
 pub enum ClientStore {
@@ -73,6 +74,7 @@ impl Validator {
     pub async fn validate(
         &self,
         env_id: &str,
+        endpoint: Endpoint,
         x: &Extracted,
         ip: Option<IpAddr>,
     ) -> Result<Option<AuthMethod>, OAuthError> {
@@ -110,7 +112,9 @@ impl Validator {
         {
             return Err(fail(authentication_failed(tried_basic)));
         }
-        policy::check_grant(&record, x.grant_type())?;
+        if let GrantCheck::Required(grant) = endpoint.grant_check(x.grant_type()) {
+            policy::check_grant(&record, grant)?;
+        }
         Ok(record.upstream_method)
     }
 

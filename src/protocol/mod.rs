@@ -4,11 +4,15 @@
 //! return decisions, so every rule is a unit test.
 
 pub mod basic;
+pub mod discovery;
+pub mod endpoint;
 pub mod error;
 pub mod form;
 pub mod token;
 
 pub use basic::{BasicEncoding, Credentials};
+pub use discovery::DiscoveryRewrite;
+pub use endpoint::{Endpoint, GrantCheck};
 pub use error::{ErrorCode, OAuthError};
 pub use token::{
     check_head, decide, extract, BodyLimit, Conversion, Extracted, Forward, Head, HeaderChange,
