@@ -279,8 +279,8 @@ impl ProxyHttp for Gateway {
         let keepalive = rt.settings.server.keepalive_timeout.as_secs().max(1);
         session.as_downstream_mut().set_keepalive(Some(keepalive));
 
-        let path = session.req_header().uri.path();
-        let Some(m) = routing::route(rt.settings.routes.iter().map(|r| &r.matcher), path) else {
+        let path = routing::normalize(session.req_header().uri.path());
+        let Some(m) = routing::route(rt.settings.routes.iter().map(|r| &r.matcher), &path) else {
             return Ok(false);
         };
         let route = &rt.settings.routes[m.route];

@@ -4,6 +4,8 @@
 //! `{name}` matches exactly one non-empty segment) or a plain path prefix. Routes are tried in
 //! configuration order; the first match wins; no match means the default upstream, untouched.
 
+use std::borrow::Cow;
+
 /// How a route matches paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathMatcher {
@@ -102,9 +104,128 @@ pub fn route<'a, 'm>(
         .find_map(|(route, m)| m.matches(path).map(|env_id| Matched { route, env_id }))
 }
 
+/// The path routes are matched against: percent-escapes of unreserved characters decoded, dot
+/// segments resolved, empty segments and a trailing `/` dropped (RFC 3986 §6.2.2). Servers
+/// normalize paths in such ways, so `/env/as//token/` or `/env/as/%74oken` reach their token
+/// endpoint: matching the normalized path keeps such spellings from slipping past a route's
+/// checks. The request itself is forwarded as sent.
+pub fn normalize(path: &str) -> Cow<'_, str> {
+    let plain = !path.contains(['%', '.'])
+        && !path.contains("//")
+        && (path.len() <= 1 || !path.ends_with('/'));
+    if plain || !path.starts_with('/') {
+        return Cow::Borrowed(path);
+    }
+    let decoded = decode_unreserved(path);
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Cow::Owned(out)
+}
+
+/// Decodes `%XX` where it stands for an unreserved character (ALPHA, DIGIT, `-._~`); every other
+/// escape stays as it is (a `%2F` is not a segment separator).
+fn decode_unreserved(path: &str) -> String {
+    let b = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(c) = hex.filter(|c| c.is_ascii_alphanumeric() || b"-._~".contains(c)) {
+                out.push(c as char);
+                i += 3;
+                continue;
+            }
+        }
+        // Paths are ASCII on the wire; anything else is copied through by char.
+        let ch = path[i..].chars().next().unwrap_or_default();
+        out.push(ch);
+        i += ch.len_utf8().max(1);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn spellings_of_the_token_path_normalize_to_it() {
+        let env = "5a0b3c2d-1111-2222-3333-444455556666";
+        let want = format!("/{env}/as/token");
+        for p in [
+            format!("/{env}/as/token"),
+            format!("/{env}/as/token/"),
+            format!("/{env}//as///token"),
+            format!("/{env}/as/./token"),
+            format!("/{env}/x/../as/token"),
+            format!("/{env}/as/%74oken"),
+            format!("/{env}/as/%2e/token"),
+            format!("/{env}/as/x/%2E%2E/token"),
+            format!("/%35{}/as/token", &env[1..]),
+        ] {
+            assert_eq!(normalize(&p), want, "{p}");
+            let m = token()
+                .matches(&normalize(&p))
+                .map(|e| e.map(str::to_string));
+            assert_eq!(m, Some(Some(env.to_string())), "{p}");
+        }
+    }
+
+    #[test]
+    fn normalizing_keeps_what_it_must() {
+        // A plain path is not copied.
+        assert!(matches!(normalize("/e/as/token"), Cow::Borrowed(_)));
+        assert_eq!(normalize("/"), "/");
+        assert_eq!(normalize("/.."), "/");
+        assert_eq!(normalize("//"), "/");
+        // Escapes of reserved or non-ASCII bytes stay escaped: %2F is not a separator.
+        assert_eq!(normalize("/e/as%2Ftoken"), "/e/as%2Ftoken");
+        assert_eq!(normalize("/e/%C3%A9/x/"), "/e/%C3%A9/x");
+        // Broken escapes are left alone.
+        assert_eq!(normalize("/e/%zz/%4/"), "/e/%zz/%4");
+        assert_eq!(normalize("/e/%"), "/e/%");
+        assert_eq!(normalize("*"), "*");
+    }
+
+    proptest! {
+        /// A normalized path has no empty, `.` or `..` segment and no trailing `/`; it decodes
+        /// once (as servers do), so `%2541` stays `%2541`.
+        #[test]
+        fn normalized_paths_are_plain(p in "/[a-z%./0-9A-F]{0,30}") {
+            let n = normalize(&p).into_owned();
+            prop_assert!(n.starts_with('/'));
+            if n != "/" {
+                for seg in n[1..].split('/') {
+                    prop_assert!(!matches!(seg, "" | "." | ".."), "{} -> {}", p, n);
+                }
+            }
+        }
+
+        #[test]
+        fn normalize_takes_any_string(p in "\\PC{0,40}") {
+            let _ = normalize(&p);
+        }
+    }
 
     fn token() -> PathMatcher {
         PathMatcher::pattern("/{env_id}/as/token").unwrap()

@@ -435,3 +435,38 @@ fn validation_checks_the_grant_each_endpoint_belongs_to() {
     }
     assert_eq!(up.received().len(), forwarded);
 }
+
+/// Other spellings of an endpoint's path (that servers normalize to it) get the endpoint's
+/// handling; the path is forwarded as the client sent it.
+#[test]
+fn other_spellings_of_an_endpoint_path_are_not_a_way_around_it() {
+    let up = Upstream::start(Behaviour::default());
+    let gw = gateway(&up, "to_basic");
+    let spellings = [
+        format!("/{ENV_ID}/as/introspect/"),
+        format!("/{ENV_ID}//as/introspect"),
+        format!("/{ENV_ID}/as/./introspect"),
+        format!("/{ENV_ID}/x/../as/introspect"),
+        format!("/{ENV_ID}/as/%69ntrospect"),
+    ];
+    for (i, p) in spellings.iter().enumerate() {
+        // Refused like on the plain path...
+        let resp = gw.send(&token_post(
+            p,
+            &[FORM, ("Authorization", &basic("app:s"))],
+            "token=t&client_secret=s",
+        ));
+        assert_oauth_error(&resp, 400, "invalid_request");
+        // ...and converted like on it.
+        let resp = gw.send(&token_post(
+            p,
+            &[FORM],
+            "token=t&client_id=app&client_secret=s",
+        ));
+        assert_eq!(resp.status(), 200, "{p}");
+        let got = &up.wait_for(i + 1)[i];
+        assert_eq!(got.target(), p);
+        assert_eq!(got.header("authorization").unwrap(), basic("app:s"));
+        assert_eq!(got.body_str(), "token=t");
+    }
+}
