@@ -115,6 +115,7 @@ fn bench(c: &mut Criterion) {
                     x.convert(
                         Some(Conversion::ToBasic),
                         BasicEncoding::Rfc6749,
+                        Endpoint::Token,
                         &[],
                         body.as_bytes(),
                     )

@@ -138,6 +138,7 @@ impl Gateway {
         let forward = extracted.convert(
             conversion,
             upstream.settings.basic_encoding,
+            endpoint,
             &authorization,
             &body,
         )?;

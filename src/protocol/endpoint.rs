@@ -57,6 +57,14 @@ impl Endpoint {
         Endpoint::ALL.into_iter().find(|e| e.as_str() == name)
     }
 
+    /// Whether `client_id` in the body is a parameter of the request itself, not only client
+    /// authentication: a pushed authorization request carries the authorization request's
+    /// parameters, `client_id` among them (RFC 9126 §2.1, RFC 6749 §4.1.1). It then stays in the
+    /// body when the secret moves to Basic (servers such as oidc-provider require it there).
+    pub fn client_id_is_a_request_parameter(self) -> bool {
+        self == Endpoint::Par
+    }
+
     /// Which grant type the client must be allowed, given the request's `grant_type`: the token
     /// endpoint's own; PAR starts an authorization code flow; device authorization starts a device
     /// code flow; introspection and revocation involve none.

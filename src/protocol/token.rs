@@ -11,6 +11,7 @@
 //! - RFC 6749 §2.3.1: Basic credentials are form-urlencoded before base64.
 
 use super::basic::{self, Authorization, BasicEncoding, BasicError, Credentials};
+use super::endpoint::Endpoint;
 use super::error::OAuthError;
 use super::form;
 
@@ -348,6 +349,7 @@ impl Extracted {
         self,
         conversion: Option<Conversion>,
         encoding: BasicEncoding,
+        endpoint: Endpoint,
         authorization: &[&[u8]],
         body: &[u8],
     ) -> Result<Forward, OAuthError> {
@@ -363,7 +365,13 @@ impl Extracted {
             _ => match (found.client_id, found.client_secret) {
                 (Some((id_at, client_id)), Some((secret_at, secret))) => {
                     let creds = Credentials { client_id, secret };
-                    post_to(conversion, encoding, creds, [id_at, secret_at], body)
+                    // PAR's client_id is also an authorization request parameter: it stays.
+                    let moved: &[usize] = if endpoint.client_id_is_a_request_parameter() {
+                        &[secret_at]
+                    } else {
+                        &[id_at, secret_at]
+                    };
+                    post_to(conversion, encoding, creds, moved, body)
                 }
                 _ => Ok(unchanged(method_seen)),
             },
@@ -379,7 +387,13 @@ pub fn decide(
     conversion: Conversion,
     encoding: BasicEncoding,
 ) -> Result<Forward, OAuthError> {
-    extract(authorization, body)?.convert(Some(conversion), encoding, authorization, body)
+    extract(authorization, body)?.convert(
+        Some(conversion),
+        encoding,
+        Endpoint::Token,
+        authorization,
+        body,
+    )
 }
 
 fn unchanged(method_seen: MethodSeen) -> Forward {
@@ -440,7 +454,7 @@ fn post_to(
     conversion: Conversion,
     encoding: BasicEncoding,
     creds: Credentials,
-    pieces_at: [usize; 2],
+    pieces_at: &[usize],
     body: &[u8],
 ) -> Result<Forward, OAuthError> {
     match conversion {
@@ -454,7 +468,7 @@ fn post_to(
             Ok(Forward {
                 method_seen: MethodSeen::ClientSecretPost,
                 authorization: HeaderChange::Set(header),
-                body: Some(without_pieces(body, &pieces_at)),
+                body: Some(without_pieces(body, pieces_at)),
             })
         }
     }
@@ -519,6 +533,35 @@ mod tests {
     }
 
     const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
+
+    #[test]
+    fn par_keeps_its_client_id_when_the_secret_moves_to_basic() {
+        let body = b"response_type=code&client_id=app&client_secret=s%2B&scope=openid";
+        let f = extract(&[], body)
+            .unwrap()
+            .convert(Some(Conversion::ToBasic), RFC, Endpoint::Par, &[], body)
+            .unwrap();
+        assert_eq!(
+            f.body.as_deref(),
+            Some(&b"response_type=code&client_id=app&scope=openid"[..])
+        );
+        assert_eq!(
+            f.authorization,
+            HeaderChange::Set(format!("Basic {}", STANDARD.encode("app:s%2B")))
+        );
+        // Basic → post: the client_id already in the body is not added twice.
+        let auth = format!("Basic {}", STANDARD.encode("app:s"));
+        let auth = [auth.as_bytes()];
+        let body = b"response_type=code&client_id=app";
+        let f = extract(&auth, body)
+            .unwrap()
+            .convert(Some(Conversion::ToPost), RFC, Endpoint::Par, &auth, body)
+            .unwrap();
+        assert_eq!(
+            f.body.as_deref(),
+            Some(&b"response_type=code&client_id=app&client_secret=s"[..])
+        );
+    }
 
     #[test]
     fn only_post_is_allowed_and_405_names_it() {
@@ -693,7 +736,7 @@ mod tests {
         let body = b"client_id=a&client_secret=s";
         let f = extract(&[], body)
             .unwrap()
-            .convert(None, RFC, &[], body)
+            .convert(None, RFC, Endpoint::Token, &[], body)
             .unwrap();
         assert_eq!(
             (f.method_seen, f.converted()),
