@@ -412,9 +412,16 @@ impl Gateway {
 
     /// Like [`Gateway::start`], with more `[server]` keys.
     pub fn start_with(toml: &str, server_extra: &str) -> Gateway {
+        Gateway::start_on(|_| toml.to_string(), server_extra)
+    }
+
+    /// Like [`Gateway::start_with`], for a configuration that names the gateway's own port
+    /// (`make` gets the port the gateway will listen on).
+    pub fn start_on(make: impl Fn(u16) -> String, server_extra: &str) -> Gateway {
         capture_logs();
         for _ in 0..5 {
             let port = free_port();
+            let toml = make(port);
             let text =
                 format!("{toml}\n[server]\nlisten = [\"127.0.0.1:{port}\"]\n{server_extra}\n");
             let settings = Settings::parse(&text).expect("test config");

@@ -1,0 +1,830 @@
+//! The interop suite: a real authorization server (node `oidc-provider`, laid out like PingOne,
+//! tests/interop/as.mjs), real client stacks (curl with PingOne's sample, Python `requests`, node
+//! `openid-client`), and the real gateway between them, on loopback ports.
+//!
+//! Each case is one upstream behaviour × gateway mode × client stack × client type, run through
+//! every client-authenticated endpoint. The outcome table is rendered from what happened and must
+//! equal README.md's "Interoperability" table (`TOKENGATE_BLESS=1 cargo test --test interop`
+//! rewrites it). Needs `bash tests/interop/install.sh` first (node packages and Python `requests`).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use tokengate::clients::secret::hash_sha256;
+
+const ENV_ID: &str = "5a0b3c2d-1111-2222-3333-444455556666";
+const REDIRECT: &str = "http://localhost:3000/callback";
+/// Every secret holds `: + % & = / space` and a literal `%41` (oidc-provider refuses non-ASCII
+/// secrets; `é` is covered against the recording upstream in tests/endpoints_e2e.rs).
+const BASIC_SECRET: &str = "b: +%&=/ %41x";
+const POST_SECRET: &str = "p: +%&=/ %41y";
+const COLON_SECRET: &str = "c: +%&=/ %41z";
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+}
+
+/// A client registered at the authorization server (and, for validating routes, in the gateway's
+/// client file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    BasicOnly,
+    PostOnly,
+    Public,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Client {
+    id: &'static str,
+    secret: Option<&'static str>,
+    kind: Kind,
+}
+
+const BASIC_CLIENT: Client = Client {
+    id: "tg-basic",
+    secret: Some(BASIC_SECRET),
+    kind: Kind::BasicOnly,
+};
+const COLON_CLIENT: Client = Client {
+    id: "tg:colon",
+    secret: Some(COLON_SECRET),
+    kind: Kind::BasicOnly,
+};
+const POST_CLIENT: Client = Client {
+    id: "tg-post",
+    secret: Some(POST_SECRET),
+    kind: Kind::PostOnly,
+};
+const PUBLIC_CLIENT: Client = Client {
+    id: "tg-public",
+    secret: None,
+    kind: Kind::Public,
+};
+const CLIENTS: [Client; 4] = [BASIC_CLIENT, COLON_CLIENT, POST_CLIENT, PUBLIC_CLIENT];
+
+const GRANTS: [&str; 4] = [
+    "authorization_code",
+    "refresh_token",
+    "client_credentials",
+    "urn:ietf:params:oauth:grant-type:device_code",
+];
+
+impl Client {
+    fn registered_method(&self) -> &'static str {
+        match self.kind {
+            Kind::BasicOnly => "client_secret_basic",
+            Kind::PostOnly => "client_secret_post",
+            Kind::Public => "none",
+        }
+    }
+
+    fn label(&self) -> String {
+        match self.kind {
+            Kind::BasicOnly if self.id.contains(':') => "Basic-only, id with `:`".into(),
+            Kind::BasicOnly => "Basic-only".into(),
+            Kind::PostOnly => "post-only".into(),
+            Kind::Public => "public".into(),
+        }
+    }
+
+    /// The steps that apply: a public client has no client_credentials, and may not introspect.
+    fn steps(&self) -> Vec<&'static str> {
+        match self.kind {
+            Kind::Public => vec![
+                "authorization_code",
+                "refresh",
+                "introspect",
+                "revoke",
+                "par",
+                "device_authorization",
+            ],
+            _ => vec![
+                "client_credentials",
+                "introspect",
+                "revoke",
+                "authorization_code",
+                "refresh",
+                "par",
+                "device_authorization",
+            ],
+        }
+    }
+}
+
+/// oidc-provider's client metadata.
+fn as_clients_json() -> String {
+    let list: Vec<serde_json::Value> = CLIENTS
+        .iter()
+        .map(|c| {
+            let grants: Vec<&str> = GRANTS
+                .iter()
+                .copied()
+                .filter(|g| c.kind != Kind::Public || *g != "client_credentials")
+                .collect();
+            let mut v = serde_json::json!({
+                "client_id": c.id,
+                "token_endpoint_auth_method": c.registered_method(),
+                "grant_types": grants,
+                "response_types": ["code"],
+                "redirect_uris": [REDIRECT],
+            });
+            if let Some(s) = c.secret {
+                v["client_secret"] = s.into();
+            }
+            v
+        })
+        .collect();
+    serde_json::to_string_pretty(&list).unwrap()
+}
+
+/// The gateway's client file for validating routes: the same clients, secrets hashed, the
+/// gateway accepting both methods and converting to what the server demands.
+fn gateway_clients_toml() -> String {
+    CLIENTS
+        .iter()
+        .map(|c| {
+            let (methods, upstream, secret) = match c.secret {
+                Some(s) => (
+                    "[\"client_secret_basic\", \"client_secret_post\"]",
+                    format!("upstream_method = \"{}\"\n", c.registered_method()),
+                    format!("secret = \"{}\"\n", hash_sha256(s.as_bytes())),
+                ),
+                None => ("[\"none\"]", String::new(), String::new()),
+            };
+            format!(
+                "[[clients]]\nenv_id = \"{ENV_ID}\"\nclient_id = \"{}\"\nauth_methods = {methods}\n\
+                 {upstream}{secret}grant_types = {:?}\n",
+                c.id, GRANTS
+            )
+        })
+        .collect()
+}
+
+// ---- processes -----------------------------------------------------------------------------
+
+/// The node authorization server; stopped (by PID) when dropped. Closing its stdin stops it too,
+/// so it cannot outlive a test process that dies.
+struct AuthServer {
+    child: Child,
+    port: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Upstream {
+    /// PingOne's behaviour: exactly the registered method.
+    Strict,
+    /// Basic and POST alike (oidc-provider's own behaviour, Keycloak's).
+    Lenient,
+    /// Basic compared without form-decoding (older and hand-made servers).
+    Raw,
+}
+
+impl Upstream {
+    fn label(self) -> &'static str {
+        match self {
+            Upstream::Strict => "oidc-provider, registered method enforced (as PingOne)",
+            Upstream::Lenient => "oidc-provider, Basic and POST alike",
+            Upstream::Raw => "oidc-provider behind a raw-Basic check",
+        }
+    }
+}
+
+impl AuthServer {
+    fn start(kind: Upstream, clients_file: &Path) -> AuthServer {
+        let mut cmd = Command::new("node");
+        cmd.arg(interop_dir().join("as.mjs"))
+            .args(["--env", ENV_ID, "--clients"])
+            .arg(clients_file);
+        match kind {
+            Upstream::Strict => {
+                cmd.arg("--enforce-method");
+            }
+            Upstream::Lenient => {}
+            Upstream::Raw => {
+                cmd.args(["--enforce-method", "--basic", "raw"]);
+            }
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node runs (see tests/interop/install.sh)");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let Some(port) = line
+            .trim()
+            .strip_prefix("READY ")
+            .and_then(|p| p.parse().ok())
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the authorization server did not start: {line:?} (run tests/interop/install.sh)"
+            );
+        };
+        AuthServer { child, port }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for AuthServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a program with a bound on its time; returns its stdout.
+fn run_bounded(mut cmd: Command, what: &str) -> String {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let (mut o, mut e) = (String::new(), String::new());
+        let _ = out.read_to_string(&mut o);
+        let _ = err.read_to_string(&mut e);
+        (o, e)
+    });
+    let deadline = std::time::Instant::now() + CLIENT_TIMEOUT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {CLIENT_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (stdout, stderr) = reader.join().unwrap();
+    assert!(status.success(), "{what} failed: {status}\n{stderr}");
+    stdout
+}
+
+// ---- client stacks ------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stack {
+    /// node openid-client 6.
+    OpenidClient,
+    /// Python requests, PingOne's Python sample.
+    Requests,
+    /// curl, PingOne's curl sample.
+    Curl,
+}
+
+impl Stack {
+    fn label(self, auth: &str) -> String {
+        let style = match auth {
+            "default" => "default: client_secret_post".to_string(),
+            "none" => "none".to_string(),
+            other => format!("client_secret_{other}"),
+        };
+        match self {
+            Stack::OpenidClient => format!("node openid-client ({style})"),
+            Stack::Requests => format!("Python requests ({style})"),
+            Stack::Curl if auth == "basic" => "curl (`-u`, RFC 6749-encoded)".to_string(),
+            Stack::Curl => "curl (PingOne's sample: client_secret_post)".to_string(),
+        }
+    }
+}
+
+/// One step's outcome, as the client programs report it.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct StepResult {
+    step: String,
+    ok: bool,
+    detail: String,
+}
+
+fn run_client(
+    stack: Stack,
+    metadata_url: &str,
+    client: Client,
+    auth: &str,
+    steps: &[&str],
+) -> Vec<StepResult> {
+    let input = serde_json::json!({
+        "metadata_url": metadata_url,
+        "client_id": client.id,
+        "client_secret": client.secret,
+        "auth": auth,
+        "redirect_uri": REDIRECT,
+        "steps": steps,
+    });
+    let mut cmd = match stack {
+        Stack::OpenidClient => {
+            let mut c = Command::new("node");
+            c.arg(interop_dir().join("client.mjs"));
+            c
+        }
+        Stack::Requests => {
+            let mut c = Command::new("python3");
+            c.arg(interop_dir().join("client.py"));
+            c
+        }
+        Stack::Curl => return run_curl(metadata_url, client, auth),
+    };
+    cmd.arg(input.to_string());
+    let out = run_bounded(cmd, &format!("{stack:?} client"));
+    #[derive(serde::Deserialize)]
+    struct Out {
+        steps: Vec<StepResult>,
+    }
+    let parsed: Out = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("{stack:?} client printed {out:?}: {e}"));
+    parsed.steps
+}
+
+/// A form POST with curl, as PingOne's curl sample sends it: each field `--data-urlencode`d, the
+/// credentials in the body (`client_secret_post`) or, with `basic`, in `-u` form-encoded first
+/// (RFC 6749 §2.3.1). Returns the status and the JSON body.
+fn curl_form(
+    url: &str,
+    fields: &[(&str, &str)],
+    client: Client,
+    basic: bool,
+) -> (u16, serde_json::Value) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-w", "\n%{http_code}", "--location", "--globoff", url])
+        .args([
+            "--header",
+            "Content-Type: application/x-www-form-urlencoded",
+        ]);
+    for (name, value) in fields {
+        cmd.args(["--data-urlencode", &format!("{name}={value}")]);
+    }
+    let secret = client.secret.unwrap();
+    if basic {
+        let enc = |s: &str| tokengate::protocol::form::encode(s.as_bytes());
+        cmd.args(["-u", &format!("{}:{}", enc(client.id), enc(secret))]);
+    } else {
+        cmd.args(["--data-urlencode", &format!("client_id={}", client.id)])
+            .args(["--data-urlencode", &format!("client_secret={secret}")]);
+    }
+    let out = run_bounded(cmd, "curl");
+    let (body, status) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
+    (
+        status.parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// curl through client_credentials, introspection, revocation, and PingOne's sample code
+/// exchange (the code comes from openid-client's scripted authorization leg).
+fn run_curl(metadata_url: &str, client: Client, auth: &str) -> Vec<StepResult> {
+    let base = metadata_url.trim_end_matches("/.well-known/openid-configuration");
+    let basic = auth == "basic";
+    let result = |step: &str, (status, body): (u16, serde_json::Value), ok: bool| StepResult {
+        step: step.into(),
+        ok,
+        detail: body["error"]
+            .as_str()
+            .map_or(format!("status {status}"), |e| {
+                format!("{e} (status {status})")
+            }),
+    };
+    let mut out = Vec::new();
+    let cc = curl_form(
+        &format!("{base}/token"),
+        &[("grant_type", "client_credentials")],
+        client,
+        basic,
+    );
+    let token = cc.1["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let ok = cc.0 == 200 && !token.is_empty();
+    out.push(result("client_credentials", cc, ok));
+    let intro = curl_form(
+        &format!("{base}/introspect"),
+        &[("token", &token)],
+        client,
+        basic,
+    );
+    let ok = intro.0 == 200 && intro.1["active"] == true;
+    out.push(result("introspect", intro, ok));
+    let rev = curl_form(
+        &format!("{base}/revoke"),
+        &[("token", &token)],
+        client,
+        basic,
+    );
+    let after = curl_form(
+        &format!("{base}/introspect"),
+        &[("token", &token)],
+        client,
+        basic,
+    );
+    let ok = rev.0 == 200 && after.1["active"] == false;
+    out.push(result("revoke", rev, ok));
+    // PingOne's sample: the code exchange, client_secret_post, no code_verifier.
+    let code = run_client(
+        Stack::OpenidClient,
+        metadata_url,
+        client,
+        auth,
+        &["authorize_only"],
+    );
+    let exchanged = match code.first() {
+        Some(r) if r.ok => curl_form(
+            &format!("{base}/token"),
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &r.detail),
+                ("redirect_uri", REDIRECT),
+            ],
+            client,
+            basic,
+        ),
+        _ => (0, serde_json::Value::Null),
+    };
+    let ok = exchanged.0 == 200 && exchanged.1["access_token"].is_string();
+    out.push(result("authorization_code", exchanged, ok));
+    out
+}
+
+// ---- the matrix ---------------------------------------------------------------------------
+
+/// One row of the table: a setup and the outcome of each endpoint step.
+#[derive(Debug, Clone)]
+struct Row {
+    upstream: Upstream,
+    gateway: String,
+    client_stack: String,
+    client: String,
+    results: Vec<StepResult>,
+}
+
+/// The columns, in order: step names as the client programs call them.
+const COLUMNS: [(&str, &str); 7] = [
+    ("client_credentials", "client_credentials"),
+    ("authorization_code", "authorization_code"),
+    ("refresh", "refresh"),
+    ("introspect", "introspection"),
+    ("revoke", "revocation"),
+    ("par", "PAR"),
+    ("device_authorization", "device authorization"),
+];
+
+fn cell(results: &[StepResult], step: &str) -> String {
+    let matching: Vec<&StepResult> = results.iter().filter(|r| r.step == step).collect();
+    match matching.as_slice() {
+        [] => "–".into(),
+        all if all.iter().all(|r| r.ok) => "✓".into(),
+        all => {
+            let failed = all.iter().find(|r| !r.ok).unwrap();
+            match failed.detail.split_whitespace().next() {
+                // Nothing to work on: an earlier step failed.
+                Some("no") | None => "✗ (skipped)".into(),
+                Some(code) => format!("✗ {code}"),
+            }
+        }
+    }
+}
+
+fn render(rows: &[Row]) -> String {
+    let mut out = String::from("| upstream | gateway | client stack | client |");
+    for (_, title) in COLUMNS {
+        out.push_str(&format!(" {title} |"));
+    }
+    out.push_str("\n|---|---|---|---|");
+    out.push_str(&"---|".repeat(COLUMNS.len()));
+    out.push('\n');
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} |",
+            r.upstream.label(),
+            r.gateway,
+            r.client_stack,
+            r.client
+        ));
+        for (step, _) in COLUMNS {
+            out.push_str(&format!(" {} |", cell(&r.results, step)));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A gateway in front of `server`, every endpoint in `mode`, discovery rewritten to point at it.
+fn gateway_for(server: &AuthServer, mode: &str, raw: bool, clients_file: &Path) -> Gateway {
+    Gateway::start_on(
+        |port| gateway_toml(server, mode, raw, clients_file, port),
+        "",
+    )
+}
+
+fn gateway_toml(
+    server: &AuthServer,
+    mode: &str,
+    raw: bool,
+    clients_file: &Path,
+    port: u16,
+) -> String {
+    let validate = mode == "validate";
+    let mut routes = String::new();
+    for (suffix, endpoint) in [
+        ("token", "token"),
+        ("introspect", "introspection"),
+        ("revoke", "revocation"),
+        ("par", "par"),
+        ("device_authorization", "device_authorization"),
+    ] {
+        routes.push_str(&format!(
+            "[[routes]]\nname = \"{endpoint}\"\npath = \"/{{env_id}}/as/{suffix}\"\nmode = \"{mode}\"\n\
+             endpoint = \"{endpoint}\"\n"
+        ));
+    }
+    routes.push_str(&format!(
+        "[[routes]]\nname = \"discovery\"\npath = \"/{{env_id}}/as/.well-known/openid-configuration\"\n\
+         mode = \"discovery\"\npublic_base_url = \"http://127.0.0.1:{port}\"\n"
+    ));
+    if validate {
+        routes.push_str(&format!(
+            "[clients]\nfile = \"{}\"\n[lockout]\nmax_failures_per_client = 0\nmax_failures_per_ip = 0\n",
+            clients_file.display()
+        ));
+    }
+    let mut toml = format!(
+        "default_upstream = \"idp\"\n[upstreams.idp]\nurl = \"http://{}\"\nread_timeout = \"10s\"\n{}\n{routes}",
+        server.addr(),
+        if raw { "basic_encoding = \"raw\"" } else { "" },
+    );
+    toml.push_str("[token]\nmax_body_bytes = 65536\n");
+    toml
+}
+
+/// How a client of `kind` talks to a gateway in `mode` in front of a server that demands the
+/// registered method: the opposite of what the server wants, so that only the gateway makes it
+/// work.
+fn auth_style(kind: Kind, mode: &str) -> &'static str {
+    match (kind, mode) {
+        (Kind::Public, _) => "none",
+        (Kind::BasicOnly, "to_basic") => "default",
+        (Kind::PostOnly, "to_post") => "basic",
+        (Kind::BasicOnly, _) => "post",
+        (Kind::PostOnly, _) => "basic",
+    }
+}
+
+fn run_upstream(kind: Upstream, dir: &Path) -> Vec<Row> {
+    let as_clients = dir.join(format!("as-clients-{kind:?}.json"));
+    std::fs::write(&as_clients, as_clients_json()).unwrap();
+    let gw_clients = dir.join(format!("gateway-clients-{kind:?}.toml"));
+    std::fs::write(&gw_clients, gateway_clients_toml()).unwrap();
+    let server = AuthServer::start(kind, &as_clients);
+
+    // (mode, raw encoding, which clients)
+    let setups: Vec<(&str, bool, Vec<Client>)> = match kind {
+        Upstream::Strict => vec![
+            (
+                "to_basic",
+                false,
+                vec![BASIC_CLIENT, COLON_CLIENT, PUBLIC_CLIENT],
+            ),
+            ("to_post", false, vec![POST_CLIENT]),
+            (
+                "validate",
+                false,
+                vec![BASIC_CLIENT, POST_CLIENT, PUBLIC_CLIENT],
+            ),
+        ],
+        Upstream::Lenient => vec![
+            ("to_basic", false, vec![BASIC_CLIENT, POST_CLIENT]),
+            ("to_post", false, vec![BASIC_CLIENT, POST_CLIENT]),
+        ],
+        Upstream::Raw => vec![
+            ("to_basic", true, vec![BASIC_CLIENT]),
+            // The control: the standard encoding is what this server cannot read.
+            ("to_basic", false, vec![BASIC_CLIENT]),
+        ],
+    };
+
+    let mut rows = Vec::new();
+    for (mode, raw, clients) in setups {
+        let gw = gateway_for(&server, mode, raw, &gw_clients);
+        let base = format!("http://{}/{ENV_ID}/as", gw.addr);
+        let metadata_url = format!("{base}/.well-known/openid-configuration");
+        let gateway_label = match (mode, raw) {
+            ("validate", _) => "`validate` (converts to the registered method)".to_string(),
+            (m, true) => format!("`{m}`, `basic_encoding = \"raw\"`"),
+            (m, false) if kind == Upstream::Raw => {
+                format!("`{m}`, `basic_encoding = \"rfc6749\"` (control)")
+            }
+            (m, false) => format!("`{m}`"),
+        };
+        for client in clients {
+            for stack in [Stack::OpenidClient, Stack::Requests, Stack::Curl] {
+                if stack == Stack::Curl && client.secret.is_none() {
+                    continue;
+                }
+                let auth = match (kind, mode) {
+                    // A server that takes both: clients keep their library's default.
+                    (Upstream::Lenient, _) if client.kind != Kind::Public => {
+                        if mode == "to_post" {
+                            "basic"
+                        } else {
+                            "default"
+                        }
+                    }
+                    _ => auth_style(client.kind, mode),
+                };
+                let results = run_client(stack, &metadata_url, client, auth, &client.steps());
+                rows.push(Row {
+                    upstream: kind,
+                    gateway: gateway_label.clone(),
+                    client_stack: stack.label(auth),
+                    client: client.label(),
+                    results,
+                });
+            }
+        }
+    }
+    rows
+}
+
+#[test]
+fn interop_matrix_matches_the_readme() {
+    let dir = std::env::temp_dir().join(format!("tokengate-interop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let handles: Vec<_> = [Upstream::Strict, Upstream::Lenient, Upstream::Raw]
+        .into_iter()
+        .map(|k| {
+            let dir = dir.clone();
+            std::thread::spawn(move || run_upstream(k, &dir))
+        })
+        .collect();
+    let rows: Vec<Row> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("an upstream's cases panicked"))
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Every case works, except the control, whose client authentication the server refuses.
+    for r in &rows {
+        let control = r.gateway.contains("(control)");
+        for s in &r.results {
+            if control && s.step == "client_credentials" {
+                assert!(
+                    !s.ok && s.detail.starts_with("invalid_client"),
+                    "control: {r:?}"
+                );
+            } else if !control {
+                assert!(
+                    s.ok,
+                    "{} / {} / {} / {}: {} failed: {}",
+                    r.upstream.label(),
+                    r.gateway,
+                    r.client_stack,
+                    r.client,
+                    s.step,
+                    s.detail
+                );
+            }
+        }
+    }
+
+    let table = render(&rows);
+    let readme_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(&readme_path).unwrap();
+    let (begin, end) = ("<!-- interop:begin -->\n", "<!-- interop:end -->");
+    let start = readme
+        .find(begin)
+        .expect("README.md has the interop markers")
+        + begin.len();
+    let stop = readme.find(end).expect("README.md has the interop markers");
+    if readme[start..stop] != table {
+        if std::env::var_os("TOKENGATE_BLESS").is_some() {
+            std::fs::write(
+                &readme_path,
+                format!("{}{table}{}", &readme[..start], &readme[stop..]),
+            )
+            .unwrap();
+        } else {
+            panic!("README.md's interop table differs from the suite's outcome; run TOKENGATE_BLESS=1 cargo test --test interop to rewrite it:\n{table}");
+        }
+    }
+}
+
+/// Sends raw bytes to `addr` on a new connection and reads one response.
+fn send_to(addr: &str, raw: &[u8]) -> Message {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(raw).unwrap();
+    read_message(&mut BufReader::new(s), false)
+        .unwrap()
+        .expect("a response")
+}
+
+fn status_and_error(m: &Message) -> (u16, String) {
+    let body: serde_json::Value = serde_json::from_slice(&m.body).unwrap_or_default();
+    (
+        m.status(),
+        body["error"].as_str().unwrap_or("-").to_string(),
+    )
+}
+
+/// Through which gateway, headers, body; the answer expected from both.
+type Case<'a> = (&'a Gateway, Vec<(&'a str, &'a str)>, String, (u16, &'a str));
+
+/// The answers the gateway gives itself agree with what the real server answers to the same
+/// request, on every endpoint: RFC 6749 §2.3 (two methods), §3.1 (a repeated parameter), and a
+/// wrong secret on a validating route.
+#[test]
+fn local_answers_agree_with_the_servers_own() {
+    let dir = std::env::temp_dir().join(format!("tokengate-interop-local-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (as_clients, gw_clients) = (dir.join("as.json"), dir.join("gw.toml"));
+    std::fs::write(&as_clients, as_clients_json()).unwrap();
+    std::fs::write(&gw_clients, gateway_clients_toml()).unwrap();
+    let server = AuthServer::start(Upstream::Strict, &as_clients);
+    let converting = gateway_for(&server, "to_basic", false, &gw_clients);
+    let validating = gateway_for(&server, "validate", false, &gw_clients);
+
+    let enc = |s: &str| tokengate::protocol::form::encode(s.as_bytes());
+    let creds = format!(
+        "client_id={}&client_secret={}",
+        enc("tg-post"),
+        enc(POST_SECRET)
+    );
+    let auth = basic(&format!("{}:{}", enc("tg-post"), enc(POST_SECRET)));
+    let wrong = basic("tg-post:wrong");
+    for (suffix, params) in [
+        ("token", "grant_type=client_credentials"),
+        ("introspect", "token=abc"),
+        ("revoke", "token=abc"),
+        (
+            "par",
+            "response_type=code&redirect_uri=http%3A%2F%2Flocalhost%3A3000%2Fcallback",
+        ),
+        ("device_authorization", "scope=openid"),
+    ] {
+        let path = format!("/{ENV_ID}/as/{suffix}");
+        let cases: [Case; 4] = [
+            // Basic and a body secret together.
+            (
+                &converting,
+                vec![FORM, ("Authorization", &auth)],
+                format!("{params}&{creds}"),
+                (400, "invalid_request"),
+            ),
+            // client_id twice.
+            (
+                &converting,
+                vec![FORM],
+                format!("{params}&client_id=tg-post&{creds}"),
+                (400, "invalid_request"),
+            ),
+            // A wrong secret, answered by the gateway itself on a validating route.
+            (
+                &validating,
+                vec![FORM],
+                format!("{params}&client_id=tg-post&client_secret=wrong"),
+                (401, "invalid_client"),
+            ),
+            (
+                &validating,
+                vec![FORM, ("Authorization", &wrong)],
+                params.to_string(),
+                (401, "invalid_client"),
+            ),
+        ];
+        for (gw, headers, body, (status, error)) in cases {
+            let raw = token_post(&path, &headers, &body);
+            let direct = status_and_error(&send_to(&server.addr(), &raw));
+            let through = status_and_error(&send_to(&gw.addr.to_string(), &raw));
+            assert_eq!(
+                direct,
+                (status, error.to_string()),
+                "server: {suffix} {headers:?} {body}"
+            );
+            assert_eq!(through, direct, "gateway: {suffix} {headers:?} {body}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
