@@ -482,3 +482,56 @@ fn other_spellings_of_an_endpoint_path_are_not_a_way_around_it() {
         assert_eq!(got.body_str(), "token=t");
     }
 }
+
+/// What real clients send besides the credentials — `Expect: 100-continue`, a chunked body, a
+/// charset on the content type, mixed-case header names — works on every endpoint; a body that
+/// stalls gets 408 on every endpoint.
+#[test]
+fn client_quirks_and_stalled_bodies_on_every_endpoint() {
+    let up = Upstream::start(Behaviour::default());
+    let toml = config(up.addr, &routes("to_basic", "")) + "[token]\nbody_timeout = \"300ms\"\n";
+    let gw = Gateway::start(&toml);
+    for (i, (suffix, _, params)) in ENDPOINTS.iter().enumerate() {
+        let body = with_credentials(params, "client_id=app&client_secret=s");
+        let (a, b) = body.split_at(body.len() / 2);
+        let mut s = gw.connect();
+        write!(
+            s,
+            "POST {} HTTP/1.1\r\nhost: gw\r\ncontent-TYPE: Application/x-www-form-urlencoded; charset=UTF-8\r\n\
+             EXPECT: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n",
+            path(suffix)
+        )
+        .unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let interim = read_message(&mut r, false).unwrap().unwrap();
+        assert_eq!(interim.status(), 100, "{suffix}");
+        write!(
+            s,
+            "{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+            a.len(),
+            b.len()
+        )
+        .unwrap();
+        let resp = read_message(&mut r, false).unwrap().unwrap();
+        assert_eq!(resp.status(), 200, "{suffix}: {resp:?}");
+        let got = &up.wait_for(i + 1)[i];
+        assert_eq!(got.header("authorization").unwrap(), basic("app:s"));
+        assert_eq!(got.body_str(), after_to_basic(suffix, params, "app"));
+        assert_eq!(got.header("transfer-encoding"), None);
+    }
+    for (suffix, _, params) in ENDPOINTS {
+        let mut s = gw.connect();
+        write!(
+            s,
+            "POST {} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: 500\r\n\r\n{params}",
+            path(suffix)
+        )
+        .unwrap();
+        let resp = read_message(&mut BufReader::new(s), false)
+            .unwrap()
+            .unwrap();
+        assert_oauth_error(&resp, 408, "invalid_request");
+    }
+    assert_eq!(up.received().len(), ENDPOINTS.len());
+}
