@@ -100,16 +100,16 @@ fn bench(c: &mut Criterion) {
         );
         let ip = Some("127.0.0.1".parse().unwrap());
         // Warm: the first argon2 verification is remembered.
-        let x = extract(&[], body.as_bytes()).unwrap();
-        rt.block_on(v.validate(ENV, Endpoint::Token, &x, ip))
+        let mut x = extract(&[], body.as_bytes()).unwrap();
+        rt.block_on(v.validate(ENV, Endpoint::Token, &mut x, ip))
             .unwrap();
         g.bench_function(
             format!("full decision, known client ({id}, verified before)"),
             |b| {
                 b.iter(|| {
-                    let x = extract(&[], black_box(body.as_bytes())).unwrap();
+                    let mut x = extract(&[], black_box(body.as_bytes())).unwrap();
                     let demanded = rt
-                        .block_on(v.validate(ENV, Endpoint::Token, &x, ip))
+                        .block_on(v.validate(ENV, Endpoint::Token, &mut x, ip))
                         .unwrap();
                     assert!(demanded.is_some());
                     x.convert(

@@ -120,7 +120,7 @@ impl Gateway {
             .iter()
             .map(|v| v.as_bytes())
             .collect();
-        let extracted = protocol::extract(&authorization, &body)?;
+        let mut extracted = protocol::extract(&authorization, &body)?;
         *seen_client_id = extracted.client_id().map(<[u8]>::to_vec);
         let conversion = match (&rt.validator, validate) {
             (Some(v), true) => {
@@ -129,7 +129,7 @@ impl Gateway {
                     .and_then(|a| a.as_inet())
                     .map(|a| a.ip());
                 let demanded = v
-                    .validate(env_id.unwrap_or_default(), endpoint, &extracted, ip)
+                    .validate(env_id.unwrap_or_default(), endpoint, &mut extracted, ip)
                     .await?;
                 demanded.and_then(to_conversion).or(conversion)
             }

@@ -71,11 +71,13 @@ impl Validator {
     }
 
     /// `Ok` carries the method the upstream demands for this client, if its record names one.
+    /// Basic credentials that verify only in their raw reading (a client that skipped RFC 6749's
+    /// form-encoding) are accepted, and `x` is switched to that reading.
     pub async fn validate(
         &self,
         env_id: &str,
         endpoint: Endpoint,
-        x: &Extracted,
+        x: &mut Extracted,
         ip: Option<IpAddr>,
     ) -> Result<Option<AuthMethod>, OAuthError> {
         let tried_basic = x.tried_basic();
@@ -105,15 +107,27 @@ impl Validator {
             Lookup::Unavailable => return Err(OAuthError::registry_unavailable()),
         };
         policy::check_method(&record, method, tried_basic).map_err(fail)?;
-        if method != AuthMethod::None
-            && !self
-                .verify(env_id, &record, x.secret().unwrap_or_default())
-                .await
-        {
-            return Err(fail(authentication_failed(tried_basic)));
+        let mut read_raw = false;
+        if method != AuthMethod::None {
+            let secret = x.secret().unwrap_or_default();
+            let mut ok = self.verify(env_id, &record, secret).await;
+            if ok {
+                read_raw = x.raw_only();
+            } else if let Some(raw) = x.raw_alternative() {
+                // One request, two guesses: the first one counts as a failure of its own.
+                self.limiter.record_failure(client_id, ip);
+                ok = self.verify(env_id, &record, raw).await;
+                read_raw = ok;
+            }
+            if !ok {
+                return Err(fail(authentication_failed(tried_basic)));
+            }
         }
         if let GrantCheck::Required(grant) = endpoint.grant_check(x.grant_type()) {
             policy::check_grant(&record, grant)?;
+        }
+        if read_raw {
+            x.accept_raw_reading();
         }
         Ok(record.upstream_method)
     }

@@ -120,6 +120,60 @@ fn valid_post_client_is_forwarded_as_the_basic_its_upstream_demands() {
     assert_eq!(got.body_str(), "grant_type=client_credentials");
 }
 
+/// Clients that skip RFC 6749's form-encoding (Python requests' `auth=`, some Spring versions)
+/// send `id:secret` raw. Where that reads differently once decoded, the record decides: the raw
+/// reading is accepted when it is the client's secret, and forwarded as the client meant it.
+#[test]
+fn raw_basic_credentials_are_accepted_when_the_record_confirms_them() {
+    let up = Upstream::start(Behaviour::default());
+    let dir = temp_dir("raw-basic");
+    let clients = [
+        standard_clients(),
+        record(
+            "legacy",
+            Some(&hash_sha256(b"b: +%&=/ %41x")),
+            "[\"client_secret_basic\"]",
+            "upstream_method = \"client_secret_post\"",
+        ),
+    ]
+    .concat();
+    let gw = file_gateway(&up, &write_clients(&dir, &clients), "");
+    let send = |plain: &str| {
+        gw.send(&token_post(
+            ENV,
+            &[FORM, ("Authorization", &basic(plain))],
+            "grant_type=client_credentials",
+        ))
+    };
+    // `+` and `%41` would decode to a space and `A`: the raw reading is the right one.
+    let resp = send(&format!("web:{WEB_SECRET}"));
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    let enc = |s: &str| tokengate::protocol::form::encode(s.as_bytes());
+    assert_eq!(
+        up.only().header("authorization").unwrap(),
+        basic(&format!("web:{}", enc(WEB_SECRET)))
+    );
+    // `%&` does not decode at all: the raw reading is the only one.
+    let resp = send("legacy:b: +%&=/ %41x");
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    let got = up.wait_for(2)[1].clone();
+    assert_eq!(got.header("authorization"), None);
+    assert_eq!(
+        got.body_str(),
+        format!(
+            "grant_type=client_credentials&client_id=legacy&client_secret={}",
+            enc("b: +%&=/ %41x")
+        )
+    );
+    // Neither reading right: the one answer for every failed authentication.
+    for plain in ["web:web-s3cr:t+/é%42", "legacy:b: +%&=/ %41y"] {
+        let resp = send(plain);
+        assert_oauth_error(&resp, 401, "invalid_client");
+        assert!(resp.body_str().contains("client authentication failed"));
+    }
+    assert_eq!(up.received().len(), 2);
+}
+
 #[test]
 fn valid_basic_client_with_an_argon2id_secret_is_forwarded_as_post() {
     let up = Upstream::start(Behaviour::default());

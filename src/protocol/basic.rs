@@ -100,6 +100,23 @@ pub fn parse_authorization(value: &[u8]) -> Result<Authorization, BasicError> {
     Ok(Authorization::Basic(Credentials { client_id, secret }))
 }
 
+/// The raw reading of a `Basic` value: base64, split at the first `:`, nothing decoded — what
+/// clients that skip RFC 6749's form-encoding (Python requests' `auth=`, some Spring Security and
+/// requests-oauthlib versions) mean. `None` for another scheme or a value with no such reading.
+pub fn raw_reading(value: &[u8]) -> Option<Credentials> {
+    let value = value.trim_ascii();
+    let sp = value.iter().position(|&b| b == b' ')?;
+    if !value[..sp].eq_ignore_ascii_case(b"basic") {
+        return None;
+    }
+    let decoded = LENIENT_PADDING.decode(value[sp + 1..].trim_ascii()).ok()?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    (colon > 0).then(|| Credentials {
+        client_id: decoded[..colon].to_vec(),
+        secret: decoded[colon + 1..].to_vec(),
+    })
+}
+
 /// Builds the `Authorization` header value for `creds` in the given encoding.
 pub fn encode(creds: &Credentials, encoding: BasicEncoding) -> Result<String, BasicError> {
     let mut plain = Vec::with_capacity(3 * (creds.client_id.len() + creds.secret.len()) + 1);
@@ -131,6 +148,28 @@ pub fn encode(creds: &Credentials, encoding: BasicEncoding) -> Result<String, Ba
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_raw_reading_decodes_nothing() {
+        let b = |s: &str| format!("Basic {}", STANDARD.encode(s));
+        assert_eq!(
+            raw_reading(b("app:b: +%&=/ %41x").as_bytes()),
+            Some(creds("app", "b: +%&=/ %41x"))
+        );
+        assert_eq!(
+            raw_reading(b("my%3Aapp:s%2B").replacen("Basic", "basic", 1).as_bytes()),
+            Some(creds("my%3Aapp", "s%2B"))
+        );
+        for v in [
+            "Bearer abc",
+            "Basic !!!",
+            "Basic",
+            &b("nocolon"),
+            &b(":secret"),
+        ] {
+            assert_eq!(raw_reading(v.as_bytes()), None, "{v}");
+        }
+    }
 
     fn creds(id: &str, secret: &str) -> Credentials {
         Credentials {

@@ -251,6 +251,23 @@ const TWO_METHODS: &str = "the client used more than one authentication method";
 pub struct Extracted {
     header: Option<Authorization>,
     found: BodyCredentials,
+    reading: BasicReading,
+}
+
+/// How Basic credentials read. RFC 6749 §2.3.1 form-decoding is the standard; clients that skip
+/// the encoding send the raw `id:secret`. Where the two readings differ, only the client's record
+/// can tell which one was meant, so a validating route may try the raw one (see
+/// [`Extracted::raw_alternative`]); a converting route cannot tell and keeps the standard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BasicReading {
+    /// The standard reading (or no Basic at all).
+    Standard,
+    /// The standard reading, and a different raw reading of the same client_id.
+    Ambiguous(Credentials),
+    /// Only the raw reading exists (form-decoding failed); the header holds it.
+    RawOnly,
+    /// Validation found the raw reading to be the client's; the header holds it.
+    RawVerified,
 }
 
 /// Never prints credentials.
@@ -265,9 +282,25 @@ impl std::fmt::Debug for Extracted {
 /// Finds and checks the client authentication of a token request whose head passed
 /// [`check_head`]. `authorization` holds every `Authorization` header value the client sent.
 pub fn extract(authorization: &[&[u8]], body: &[u8]) -> Result<Extracted, OAuthError> {
-    let header = match authorization {
-        [] => None,
-        [one] => Some(basic::parse_authorization(one).map_err(basic_error)?),
+    let (header, reading) = match authorization {
+        [] => (None, BasicReading::Standard),
+        [one] => match basic::parse_authorization(one) {
+            Ok(Authorization::Basic(standard)) => {
+                let reading = match basic::raw_reading(one) {
+                    Some(raw) if raw != standard && raw.client_id == standard.client_id => {
+                        BasicReading::Ambiguous(raw)
+                    }
+                    _ => BasicReading::Standard,
+                };
+                (Some(Authorization::Basic(standard)), reading)
+            }
+            Ok(other) => (Some(other), BasicReading::Standard),
+            Err(BasicError::MalformedEscape) => match basic::raw_reading(one) {
+                Some(raw) => (Some(Authorization::Basic(raw)), BasicReading::RawOnly),
+                None => return Err(basic_error(BasicError::MalformedEscape)),
+            },
+            Err(e) => return Err(basic_error(e)),
+        },
         _ => {
             return Err(OAuthError::invalid_request(
                 "more than one Authorization header",
@@ -302,7 +335,11 @@ pub fn extract(authorization: &[&[u8]], body: &[u8]) -> Result<Extracted, OAuthE
             ));
         }
     }
-    Ok(Extracted { header, found })
+    Ok(Extracted {
+        header,
+        found,
+        reading,
+    })
 }
 
 impl Extracted {
@@ -339,6 +376,32 @@ impl Extracted {
         self.found.grant_type.as_deref()
     }
 
+    /// The raw reading of the Basic credentials (same client_id, another secret), when it differs
+    /// from the standard one: for a validating route to try when the standard one fails.
+    pub fn raw_alternative(&self) -> Option<&[u8]> {
+        match &self.reading {
+            BasicReading::Ambiguous(raw) => Some(&raw.secret),
+            _ => None,
+        }
+    }
+
+    /// Whether the Basic credentials have only the raw reading ([`Extracted::secret`] is it):
+    /// form-decoding them failed. A converting route refuses them; a validating route accepts
+    /// them when they verify.
+    pub fn raw_only(&self) -> bool {
+        self.reading == BasicReading::RawOnly
+    }
+
+    /// Takes the raw reading as the client's credentials, once the client's record confirmed it:
+    /// they are then forwarded as the client meant them (re-encoded per RFC 6749 for Basic).
+    pub fn accept_raw_reading(&mut self) {
+        match std::mem::replace(&mut self.reading, BasicReading::RawVerified) {
+            BasicReading::Ambiguous(raw) => self.header = Some(Authorization::Basic(raw)),
+            BasicReading::RawOnly | BasicReading::RawVerified => {}
+            BasicReading::Standard => self.reading = BasicReading::Standard,
+        }
+    }
+
     /// Whether the client tried Basic (a 401 then carries `WWW-Authenticate: Basic`).
     pub fn tried_basic(&self) -> bool {
         matches!(self.header, Some(Authorization::Basic(_)))
@@ -354,14 +417,25 @@ impl Extracted {
         body: &[u8],
     ) -> Result<Forward, OAuthError> {
         let method_seen = self.method_seen();
+        if self.reading == BasicReading::RawOnly {
+            // Unverified and not RFC 6749 encoded: nothing tells what the client meant.
+            return Err(basic_error(BasicError::MalformedEscape));
+        }
         let Some(conversion) = conversion else {
             return Ok(unchanged(method_seen));
         };
         let found = self.found;
+        let reencode = self.reading == BasicReading::RawVerified;
         match self.header {
-            Some(Authorization::Basic(creds)) => {
-                basic_to(conversion, encoding, creds, &found, authorization, body)
-            }
+            Some(Authorization::Basic(creds)) => basic_to(
+                conversion,
+                encoding,
+                creds,
+                &found,
+                authorization,
+                body,
+                reencode,
+            ),
             _ => match (found.client_id, found.client_secret) {
                 (Some((id_at, client_id)), Some((secret_at, secret))) => {
                     let creds = Credentials { client_id, secret };
@@ -412,10 +486,15 @@ fn basic_to(
     found: &BodyCredentials,
     raw_header: &[&[u8]],
     body: &[u8],
+    reencode: bool,
 ) -> Result<Forward, OAuthError> {
     match conversion {
         Conversion::ToBasic => {
             let authorization = match encoding {
+                // Credentials the client sent raw: encoded as RFC 6749 says.
+                BasicEncoding::Rfc6749 if reencode => {
+                    HeaderChange::Set(basic::encode(&creds, encoding).map_err(basic_error)?)
+                }
                 // Already the upstream's method and encoding: forward the header untouched.
                 BasicEncoding::Rfc6749 => HeaderChange::Keep,
                 // Re-encode for a server that compares without decoding, unless that is a no-op.
@@ -533,6 +612,83 @@ mod tests {
     }
 
     const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
+
+    fn basic_of(plain: &str) -> String {
+        format!("Basic {}", STANDARD.encode(plain))
+    }
+
+    #[test]
+    fn raw_basic_is_an_alternative_reading_taken_only_when_accepted() {
+        let h = basic_of("app:s+%41");
+        let auth = [h.as_bytes()];
+        let body = b"grant_type=client_credentials";
+        let x = extract(&auth, body).unwrap();
+        assert_eq!(x.secret(), Some(&b"s A"[..]));
+        assert_eq!(x.raw_alternative(), Some(&b"s+%41"[..]));
+        assert!(!x.raw_only());
+        // Not accepted: converted in the standard reading, the header kept as sent.
+        let f = x
+            .convert(Some(Conversion::ToBasic), RFC, Endpoint::Token, &auth, body)
+            .unwrap();
+        assert_eq!(f.authorization, HeaderChange::Keep);
+        // Accepted: the raw reading, re-encoded per RFC 6749 or sent as a form field.
+        let mut x = extract(&auth, body).unwrap();
+        x.accept_raw_reading();
+        assert_eq!(x.secret(), Some(&b"s+%41"[..]));
+        assert_eq!(x.raw_alternative(), None);
+        let f = x
+            .convert(Some(Conversion::ToBasic), RFC, Endpoint::Token, &auth, body)
+            .unwrap();
+        assert_eq!(
+            f.authorization,
+            HeaderChange::Set(basic_of("app:s%2B%2541"))
+        );
+        let mut x = extract(&auth, body).unwrap();
+        x.accept_raw_reading();
+        let f = x
+            .convert(Some(Conversion::ToPost), RFC, Endpoint::Token, &auth, body)
+            .unwrap();
+        assert_eq!(
+            f.body.as_deref(),
+            Some(&b"grant_type=client_credentials&client_id=app&client_secret=s%2B%2541"[..])
+        );
+    }
+
+    #[test]
+    fn basic_that_only_reads_raw_is_refused_unless_accepted() {
+        let h = basic_of("app:b: +%&=/ %41x");
+        let auth = [h.as_bytes()];
+        let x = extract(&auth, b"").unwrap();
+        assert!(x.raw_only());
+        assert_eq!(x.secret(), Some(&b"b: +%&=/ %41x"[..]));
+        assert_eq!(x.method_seen(), MethodSeen::ClientSecretBasic);
+        let e = x
+            .convert(Some(Conversion::ToPost), RFC, Endpoint::Token, &auth, b"")
+            .unwrap_err();
+        assert_eq!((e.status, e.code), (401, ErrorCode::InvalidClient));
+        let mut x = extract(&auth, b"").unwrap();
+        x.accept_raw_reading();
+        let f = x
+            .convert(Some(Conversion::ToPost), RFC, Endpoint::Token, &auth, b"")
+            .unwrap();
+        assert_eq!(
+            f.body.as_deref(),
+            Some(&b"client_id=app&client_secret=b%3A+%2B%25%26%3D%2F+%2541x"[..])
+        );
+        // Still one method per request.
+        let e = extract(&auth, b"client_secret=x").unwrap_err();
+        assert_eq!((e.status, e.code), (400, ErrorCode::InvalidRequest));
+    }
+
+    #[test]
+    fn no_alternative_when_the_readings_agree_or_name_other_clients() {
+        for plain in ["app:plain-secret", "my%3Aapp:s%2B"] {
+            let h = basic_of(plain);
+            let x = extract(&[h.as_bytes()], b"").unwrap();
+            assert_eq!(x.raw_alternative(), None, "{plain}");
+            assert!(!x.raw_only());
+        }
+    }
 
     #[test]
     fn par_keeps_its_client_id_when_the_secret_moves_to_basic() {
