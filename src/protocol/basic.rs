@@ -73,13 +73,33 @@ const LENIENT_PADDING: GeneralPurpose = GeneralPurpose::new(
 /// Parses an `Authorization` header value. A `Basic` value is decoded per RFC 6749 §2.3.1: base64,
 /// split at the first `:`, then each half form-urldecoded (strictly).
 pub fn parse_authorization(value: &[u8]) -> Result<Authorization, BasicError> {
+    Ok(match parse_readings(value)? {
+        None => Authorization::Other,
+        Some(r) => Authorization::Basic(r.standard?),
+    })
+}
+
+/// The two ways a `Basic` value can be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readings {
+    /// RFC 6749 §2.3.1: each half form-urldecoded (fails on a malformed escape).
+    pub standard: Result<Credentials, BasicError>,
+    /// The halves as they are — what clients that skip the form-encoding (Python requests'
+    /// `auth=`, some Spring Security and requests-oauthlib versions) mean. Only given when it can
+    /// differ from the standard reading (the value holds a `%` or a `+`).
+    pub raw: Option<Credentials>,
+}
+
+/// Reads a `Basic` value both ways (`None`: another scheme). Errors that leave no reading at all
+/// (not base64, no `:`, an empty client_id) are errors.
+pub fn parse_readings(value: &[u8]) -> Result<Option<Readings>, BasicError> {
     let value = value.trim_ascii();
     let (scheme, rest) = match value.iter().position(|&b| b == b' ') {
         Some(sp) => (&value[..sp], value[sp + 1..].trim_ascii()),
         None => (value, &[][..]),
     };
     if !scheme.eq_ignore_ascii_case(b"basic") {
-        return Ok(Authorization::Other);
+        return Ok(None);
     }
     let decoded = LENIENT_PADDING
         .decode(rest)
@@ -88,33 +108,26 @@ pub fn parse_authorization(value: &[u8]) -> Result<Authorization, BasicError> {
         .iter()
         .position(|&b| b == b':')
         .ok_or(BasicError::NoColon)?;
-    let client_id = form::decode(&decoded[..colon])
-        .map_err(|_| BasicError::MalformedEscape)?
-        .into_owned();
-    if client_id.is_empty() {
+    let (id, secret) = (&decoded[..colon], &decoded[colon + 1..]);
+    // Decoding never empties a non-empty id.
+    if id.is_empty() {
         return Err(BasicError::EmptyId);
     }
-    let secret = form::decode(&decoded[colon + 1..])
-        .map_err(|_| BasicError::MalformedEscape)?
-        .into_owned();
-    Ok(Authorization::Basic(Credentials { client_id, secret }))
-}
-
-/// The raw reading of a `Basic` value: base64, split at the first `:`, nothing decoded — what
-/// clients that skip RFC 6749's form-encoding (Python requests' `auth=`, some Spring Security and
-/// requests-oauthlib versions) mean. `None` for another scheme or a value with no such reading.
-pub fn raw_reading(value: &[u8]) -> Option<Credentials> {
-    let value = value.trim_ascii();
-    let sp = value.iter().position(|&b| b == b' ')?;
-    if !value[..sp].eq_ignore_ascii_case(b"basic") {
-        return None;
-    }
-    let decoded = LENIENT_PADDING.decode(value[sp + 1..].trim_ascii()).ok()?;
-    let colon = decoded.iter().position(|&b| b == b':')?;
-    (colon > 0).then(|| Credentials {
-        client_id: decoded[..colon].to_vec(),
-        secret: decoded[colon + 1..].to_vec(),
-    })
+    let standard = match (form::decode(id), form::decode(secret)) {
+        (Ok(client_id), Ok(secret)) => Ok(Credentials {
+            client_id: client_id.into_owned(),
+            secret: secret.into_owned(),
+        }),
+        _ => Err(BasicError::MalformedEscape),
+    };
+    let raw = decoded
+        .iter()
+        .any(|&b| b == b'%' || b == b'+')
+        .then(|| Credentials {
+            client_id: id.to_vec(),
+            secret: secret.to_vec(),
+        });
+    Ok(Some(Readings { standard, raw }))
 }
 
 /// Builds the `Authorization` header value for `creds` in the given encoding.
@@ -150,25 +163,28 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn the_raw_reading_decodes_nothing() {
+    fn the_raw_reading_decodes_nothing_and_is_given_only_when_it_can_differ() {
         let b = |s: &str| format!("Basic {}", STANDARD.encode(s));
+        let r = parse_readings(b("app:b: +%&=/ %41x").as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.standard, Err(BasicError::MalformedEscape));
+        assert_eq!(r.raw, Some(creds("app", "b: +%&=/ %41x")));
+        let r = parse_readings(b("my%3Aapp:s+%2B").replacen("Basic", "basic", 1).as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.standard, Ok(creds("my:app", "s +")));
+        assert_eq!(r.raw, Some(creds("my%3Aapp", "s+%2B")));
+        let r = parse_readings(b("app:plain:secret").as_bytes())
+            .unwrap()
+            .unwrap();
         assert_eq!(
-            raw_reading(b("app:b: +%&=/ %41x").as_bytes()),
-            Some(creds("app", "b: +%&=/ %41x"))
+            (r.standard, r.raw),
+            (Ok(creds("app", "plain:secret")), None)
         );
-        assert_eq!(
-            raw_reading(b("my%3Aapp:s%2B").replacen("Basic", "basic", 1).as_bytes()),
-            Some(creds("my%3Aapp", "s%2B"))
-        );
-        for v in [
-            "Bearer abc",
-            "Basic !!!",
-            "Basic",
-            &b("nocolon"),
-            &b(":secret"),
-        ] {
-            assert_eq!(raw_reading(v.as_bytes()), None, "{v}");
-        }
+        assert_eq!(parse_readings(b"Bearer abc"), Ok(None));
+        assert_eq!(parse_readings(b"Basic !!!"), Err(BasicError::NotBase64));
+        assert_eq!(parse_readings(b(":s").as_bytes()), Err(BasicError::EmptyId));
     }
 
     fn creds(id: &str, secret: &str) -> Credentials {

@@ -284,9 +284,13 @@ impl std::fmt::Debug for Extracted {
 pub fn extract(authorization: &[&[u8]], body: &[u8]) -> Result<Extracted, OAuthError> {
     let (header, reading) = match authorization {
         [] => (None, BasicReading::Standard),
-        [one] => match basic::parse_authorization(one) {
-            Ok(Authorization::Basic(standard)) => {
-                let reading = match basic::raw_reading(one) {
+        [one] => match basic::parse_readings(one).map_err(basic_error)? {
+            None => (Some(Authorization::Other), BasicReading::Standard),
+            Some(basic::Readings {
+                standard: Ok(standard),
+                raw,
+            }) => {
+                let reading = match raw {
                     Some(raw) if raw != standard && raw.client_id == standard.client_id => {
                         BasicReading::Ambiguous(raw)
                     }
@@ -294,12 +298,13 @@ pub fn extract(authorization: &[&[u8]], body: &[u8]) -> Result<Extracted, OAuthE
                 };
                 (Some(Authorization::Basic(standard)), reading)
             }
-            Ok(other) => (Some(other), BasicReading::Standard),
-            Err(BasicError::MalformedEscape) => match basic::raw_reading(one) {
+            Some(basic::Readings {
+                standard: Err(e),
+                raw,
+            }) => match raw {
                 Some(raw) => (Some(Authorization::Basic(raw)), BasicReading::RawOnly),
-                None => return Err(basic_error(BasicError::MalformedEscape)),
+                None => return Err(basic_error(e)),
             },
-            Err(e) => return Err(basic_error(e)),
         },
         _ => {
             return Err(OAuthError::invalid_request(
