@@ -114,10 +114,12 @@ impl Validator {
             if ok {
                 read_raw = x.raw_only();
             } else if let Some(raw) = x.raw_alternative() {
-                // One request, two guesses: the first one counts as a failure of its own.
-                self.limiter.record_failure(client_id, ip);
                 ok = self.verify(env_id, &record, raw).await;
                 read_raw = ok;
+                if !ok {
+                    // One request, two wrong guesses: both count.
+                    self.limiter.record_failure(client_id, ip);
+                }
             }
             if !ok {
                 return Err(fail(authentication_failed(tried_basic)));
