@@ -570,10 +570,10 @@ fn lower(file: FileConfig, base: &Base<'_>) -> Result<Settings, ConfigError> {
             r.mode,
             FileMode::ToBasic | FileMode::ToPost | FileMode::Validate
         );
-        if validate && !matches!(r.mode, FileMode::ToBasic | FileMode::ToPost) {
+        if validate && !token_route {
             return Err(invalid(
                 format!("{key}.validate"),
-                "only applies with mode \"to_basic\" or \"to_post\" (or use mode = \"validate\")",
+                "only applies with mode \"to_basic\" or \"to_post\" (mode = \"validate\" validates anyway)",
             ));
         }
         if r.endpoint.is_some() && !token_route {
