@@ -409,39 +409,22 @@ fn run_curl(metadata_url: &str, client: Client, auth: &str) -> Vec<StepResult> {
                 format!("{e} (status {status})")
             }),
     };
+    let post = |endpoint: &str, fields: &[(&str, &str)]| {
+        curl_form(&format!("{base}/{endpoint}"), fields, client, basic)
+    };
     let mut out = Vec::new();
-    let cc = curl_form(
-        &format!("{base}/token"),
-        &[("grant_type", "client_credentials")],
-        client,
-        basic,
-    );
+    let cc = post("token", &[("grant_type", "client_credentials")]);
     let token = cc.1["access_token"]
         .as_str()
         .unwrap_or_default()
         .to_string();
     let ok = cc.0 == 200 && !token.is_empty();
     out.push(result("client_credentials", cc, ok));
-    let intro = curl_form(
-        &format!("{base}/introspect"),
-        &[("token", &token)],
-        client,
-        basic,
-    );
+    let intro = post("introspect", &[("token", &token)]);
     let ok = intro.0 == 200 && intro.1["active"] == true;
     out.push(result("introspect", intro, ok));
-    let rev = curl_form(
-        &format!("{base}/revoke"),
-        &[("token", &token)],
-        client,
-        basic,
-    );
-    let after = curl_form(
-        &format!("{base}/introspect"),
-        &[("token", &token)],
-        client,
-        basic,
-    );
+    let rev = post("revoke", &[("token", &token)]);
+    let after = post("introspect", &[("token", &token)]);
     let ok = rev.0 == 200 && after.1["active"] == false;
     out.push(result("revoke", rev, ok));
     // PingOne's sample: the code exchange, client_secret_post, no code_verifier.
@@ -453,15 +436,13 @@ fn run_curl(metadata_url: &str, client: Client, auth: &str) -> Vec<StepResult> {
         &["authorize_only"],
     );
     let exchanged = match code.first() {
-        Some(r) if r.ok => curl_form(
-            &format!("{base}/token"),
+        Some(r) if r.ok => post(
+            "token",
             &[
                 ("grant_type", "authorization_code"),
                 ("code", &r.detail),
                 ("redirect_uri", REDIRECT),
             ],
-            client,
-            basic,
         ),
         _ => (0, serde_json::Value::Null),
     };
