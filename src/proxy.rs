@@ -56,6 +56,8 @@ pub struct Ctx {
     discovery: Option<Arc<protocol::DiscoveryRewrite>>,
     /// The metadata answer being rewritten.
     rewriter: Option<BodyRewriter>,
+    /// The metadata answer was rewritten (for metrics and the access log).
+    rewritten: bool,
 }
 
 impl Gateway {
@@ -270,6 +272,7 @@ impl ProxyHttp for Gateway {
             request_id: String::new(),
             discovery: None,
             rewriter: None,
+            rewritten: false,
         }
     }
 
@@ -365,12 +368,16 @@ impl ProxyHttp for Gateway {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
         if let Some(rules) = ctx.discovery.take() {
             let h = &upstream_response.headers;
-            if discovery::is_rewritable(
-                session.req_header().method.as_str().as_bytes(),
-                upstream_response.status.as_u16(),
-                h.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
-                h.get(header::CONTENT_ENCODING).map(|v| v.as_bytes()),
-            ) {
+            // An HTTP/1.0 client cannot take the chunked body a rewrite needs.
+            let chunked_ok = session.req_header().version != http::Version::HTTP_10;
+            if chunked_ok
+                && discovery::is_rewritable(
+                    session.req_header().method.as_str().as_bytes(),
+                    upstream_response.status.as_u16(),
+                    h.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+                    h.get(header::CONTENT_ENCODING).map(|v| v.as_bytes()),
+                )
+            {
                 // The new length is known only at the end: the body goes out chunked. A strong
                 // validator no longer names these bytes; a weak one still names the meaning.
                 upstream_response.remove_header(&header::CONTENT_LENGTH);
@@ -417,6 +424,7 @@ impl ProxyHttp for Gateway {
         if let Some(rewriter) = &mut ctx.rewriter {
             let chunk = body.take().unwrap_or_default();
             let (out, outcome) = rewriter.push(&chunk, end_of_stream);
+            ctx.rewritten = outcome == Some(discovery::Outcome::Rewritten);
             if outcome == Some(discovery::Outcome::Unchanged) {
                 tracing::warn!(
                     request_id = %ctx.request_id,
@@ -469,6 +477,7 @@ impl ProxyHttp for Gateway {
             Some(x) if x.forward.converted() => (x.forward.method_seen.as_str(), "converted"),
             Some(x) => (x.forward.method_seen.as_str(), "forwarded"),
             None if ctx.rejected => ("-", "rejected"),
+            None if ctx.rewritten => ("-", "rewritten"),
             None => ("-", "passthrough"),
         };
         let route = ctx.route.map_or(metrics::NO_ROUTE, |r| {

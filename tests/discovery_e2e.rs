@@ -50,6 +50,9 @@ fn idp() -> Upstream {
                     "\u{1f}\u{8b}not-really-gzip",
                 );
             }
+            if t.starts_with("/length/") {
+                return response(200, &[("Content-Type", "application/json")], &metadata());
+            }
             if t.starts_with("/html/") {
                 return response(200, &[("Content-Type", "text/html")], "<html>{}</html>");
             }
@@ -173,6 +176,19 @@ fn errors_head_compressed_and_non_json_answers_pass_unchanged() {
         assert_eq!(resp.body_str(), expected, "{target}");
         assert!(resp.header("content-length").is_some(), "{target}");
     }
+
+    // An HTTP/1.0 client cannot take the chunked body a rewrite needs: it gets the original.
+    let resp = gw.send(format!("GET /length/as{OIDC} HTTP/1.0\r\nHost: gw\r\n\r\n").as_bytes());
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.header("transfer-encoding"), None);
+    assert_eq!(
+        resp.header("content-length"),
+        Some(metadata().len().to_string())
+    );
+    assert_eq!(
+        resp.json(),
+        serde_json::from_str::<serde_json::Value>(&metadata()).unwrap()
+    );
 
     let mut s = gw.connect();
     std::io::Write::write_all(

@@ -158,6 +158,49 @@ fn metrics_count_exactly_what_the_gateway_saw_and_decided() {
     assert!(!text.contains("client_id=") && !text.contains("\"a\""));
 }
 
+/// A discovery answer is counted `rewritten` when it was, `passthrough` when it passed unchanged
+/// (an operator's signal that the server's answer changed shape).
+#[test]
+fn discovery_answers_are_counted_rewritten_or_not() {
+    let up = Upstream::start(Behaviour {
+        respond: Some(std::sync::Arc::new(|m: &Message| {
+            if m.target().starts_with("/html/") {
+                response(200, &[("Content-Type", "text/html")], "<html></html>")
+            } else {
+                response(
+                    200,
+                    &[("Content-Type", "application/json")],
+                    r#"{"token_endpoint":"https://idp/e/as/token"}"#,
+                )
+            }
+        })),
+        ..Default::default()
+    });
+    let admin = free_addr();
+    let gw = Gateway::start(&config(
+        up.addr,
+        &format!(
+            "[[routes]]\nname = \"discovery\"\npath = \"/{{env_id}}/as/.well-known/openid-configuration\"\n\
+             mode = \"discovery\"\n[admin]\nlisten = \"{admin}\"\n"
+        ),
+    ));
+    for target in ["/e/as", "/e/as", "/html/as"] {
+        let req =
+            format!("GET {target}/.well-known/openid-configuration HTTP/1.1\r\nHost: g\r\n\r\n");
+        assert_eq!(gw.send(req.as_bytes()).status(), 200);
+    }
+    let m = scrape_after(admin, 3.0);
+    assert_eq!(
+        m.get("tokengate_requests_total{action=rewritten,env=other,method=-,route=discovery,status_class=2xx}"),
+        Some(&2.0),
+        "{m:#?}"
+    );
+    assert_eq!(
+        m.get("tokengate_requests_total{action=passthrough,env=other,method=-,route=discovery,status_class=2xx}"),
+        Some(&1.0)
+    );
+}
+
 #[test]
 fn upstream_failures_are_counted_by_kind() {
     let refused = free_addr();
