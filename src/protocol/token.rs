@@ -262,8 +262,8 @@ pub struct Extracted {
 enum BasicReading {
     /// The standard reading (or no Basic at all).
     Standard,
-    /// The standard reading, and a different raw reading of the same client_id.
-    Ambiguous(Credentials),
+    /// The standard reading, and the secret of a different raw reading of the same client_id.
+    Ambiguous(Vec<u8>),
     /// Only the raw reading exists (form-decoding failed); the header holds it.
     RawOnly,
     /// Validation found the raw reading to be the client's; the header holds it.
@@ -292,7 +292,7 @@ pub fn extract(authorization: &[&[u8]], body: &[u8]) -> Result<Extracted, OAuthE
             }) => {
                 let reading = match raw {
                     Some(raw) if raw != standard && raw.client_id == standard.client_id => {
-                        BasicReading::Ambiguous(raw)
+                        BasicReading::Ambiguous(raw.secret)
                     }
                     _ => BasicReading::Standard,
                 };
@@ -385,7 +385,7 @@ impl Extracted {
     /// from the standard one: for a validating route to try when the standard one fails.
     pub fn raw_alternative(&self) -> Option<&[u8]> {
         match &self.reading {
-            BasicReading::Ambiguous(raw) => Some(&raw.secret),
+            BasicReading::Ambiguous(secret) => Some(secret),
             _ => None,
         }
     }
@@ -401,7 +401,11 @@ impl Extracted {
     /// they are then forwarded as the client meant them (re-encoded per RFC 6749 for Basic).
     pub fn accept_raw_reading(&mut self) {
         match std::mem::replace(&mut self.reading, BasicReading::RawVerified) {
-            BasicReading::Ambiguous(raw) => self.header = Some(Authorization::Basic(raw)),
+            BasicReading::Ambiguous(secret) => {
+                if let Some(Authorization::Basic(creds)) = &mut self.header {
+                    creds.secret = secret;
+                }
+            }
             BasicReading::RawOnly | BasicReading::RawVerified => {}
             BasicReading::Standard => self.reading = BasicReading::Standard,
         }
