@@ -158,7 +158,7 @@ fn decode_unreserved(path: &str) -> String {
         // Paths are ASCII on the wire; anything else is copied through by char.
         let ch = path[i..].chars().next().unwrap_or_default();
         out.push(ch);
-        i += ch.len_utf8().max(1);
+        i += ch.len_utf8();
     }
     out
 }
