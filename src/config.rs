@@ -850,22 +850,25 @@ fn with_timeouts(mut u: UpstreamSettings, t: Duration) -> UpstreamSettings {
     u
 }
 
-fn lower_server(s: FileServer, base: &Base<'_>) -> Result<ServerSettings, ConfigError> {
-    if s.listen.is_empty() {
-        return Err(invalid("server.listen", "at least one address is required"));
-    }
-    let listen = s
-        .listen
-        .iter()
+/// A list of `IP:port` addresses.
+fn socket_addrs(key: &str, list: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
+    list.iter()
         .map(|a| {
             a.parse::<SocketAddr>().map_err(|_| {
                 invalid(
-                    "server.listen",
+                    key,
                     format!("{a:?} is not an IP:port address (e.g. \"127.0.0.1:8080\")"),
                 )
             })
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+fn lower_server(s: FileServer, base: &Base<'_>) -> Result<ServerSettings, ConfigError> {
+    if s.listen.is_empty() {
+        return Err(invalid("server.listen", "at least one address is required"));
+    }
+    let listen = socket_addrs("server.listen", &s.listen)?;
     if !(1..=256).contains(&s.threads) {
         return Err(invalid("server.threads", "must be between 1 and 256"));
     }
@@ -878,18 +881,7 @@ fn lower_server(s: FileServer, base: &Base<'_>) -> Result<ServerSettings, Config
     let tls = match (s.tls_listen.is_empty(), s.tls_cert, s.tls_key) {
         (true, None, None) => None,
         (false, Some(cert), Some(key)) => {
-            let listen_tls = s
-                .tls_listen
-                .iter()
-                .map(|a| {
-                    a.parse::<SocketAddr>().map_err(|_| {
-                        invalid(
-                            "server.tls_listen",
-                            format!("{a:?} is not an IP:port address"),
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let listen_tls = socket_addrs("server.tls_listen", &s.tls_listen)?;
             if listen_tls.iter().any(|a| listen.contains(a)) {
                 return Err(invalid(
                     "server.tls_listen",
