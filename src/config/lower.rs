@@ -1,0 +1,601 @@
+//! Lowering: the file format checked key by key and turned into [`Settings`]. Reads the files and
+//! environment variables the configuration names (certificates, `env:` tokens).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::file::*;
+use super::settings::*;
+use super::{invalid, ConfigError, MAX_BODY_CAP};
+use crate::protocol::{BasicEncoding, Conversion, DiscoveryRewrite, Endpoint};
+use crate::routing::PathMatcher;
+
+/// Resolves relative paths of a configuration file.
+pub(super) struct Base<'a>(pub(super) Option<&'a Path>);
+
+impl Base<'_> {
+    fn path(&self, p: &str) -> PathBuf {
+        match self.0 {
+            Some(dir) if Path::new(p).is_relative() => dir.join(p),
+            _ => PathBuf::from(p),
+        }
+    }
+}
+
+/// Reads the certificates of a PEM file (DER, each checked to parse as X.509).
+fn load_certs(key: &str, path: &Path) -> Result<Vec<Vec<u8>>, ConfigError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            invalid(
+                key,
+                format!("{}: not PEM certificates: {e}", path.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(invalid(
+            key,
+            format!("{}: no certificate found", path.display()),
+        ));
+    }
+    for der in &certs {
+        x509_parser::parse_x509_certificate(der).map_err(|_| {
+            invalid(
+                key,
+                format!("{}: a certificate does not parse", path.display()),
+            )
+        })?;
+    }
+    Ok(certs)
+}
+
+pub(super) fn lower(file: FileConfig, base: &Base<'_>) -> Result<Settings, ConfigError> {
+    let server = lower_server(file.server, base)?;
+    let token = lower_token(file.token)?;
+
+    if file.upstreams.is_empty() {
+        return Err(invalid("upstreams", "at least one upstream is required"));
+    }
+    let mut upstreams = Vec::with_capacity(file.upstreams.len());
+    for (name, up) in file.upstreams {
+        upstreams.push(lower_upstream(name, up, base)?);
+    }
+    let find_upstream = |key: String, name: &str| {
+        upstreams
+            .iter()
+            .position(|u| u.name == name)
+            .ok_or_else(|| {
+                let known: Vec<_> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                invalid(
+                    key,
+                    format!("no upstream named {name:?} (known: {})", known.join(", ")),
+                )
+            })
+    };
+    let default_upstream = find_upstream("default_upstream".into(), &file.default_upstream)?;
+
+    let mut routes = Vec::with_capacity(file.routes.len());
+    for (i, r) in file.routes.into_iter().enumerate() {
+        let key = format!("routes[{i}]");
+        let matcher = match (r.path, r.path_prefix) {
+            (Some(p), None) => {
+                PathMatcher::pattern(&p).map_err(|m| invalid(format!("{key}.path"), m))?
+            }
+            (None, Some(p)) => {
+                PathMatcher::prefix(&p).map_err(|m| invalid(format!("{key}.path_prefix"), m))?
+            }
+            _ => {
+                return Err(invalid(
+                    key,
+                    "set exactly one of `path` (e.g. \"/{env_id}/as/token\") or `path_prefix`",
+                ))
+            }
+        };
+        let upstream = match &r.upstream {
+            Some(name) => find_upstream(format!("{key}.upstream"), name)?,
+            None => default_upstream,
+        };
+        let validate = r.validate;
+        let token_route = matches!(
+            r.mode,
+            FileMode::ToBasic | FileMode::ToPost | FileMode::Validate
+        );
+        if validate && !token_route {
+            return Err(invalid(
+                format!("{key}.validate"),
+                "only applies with mode \"to_basic\" or \"to_post\" (mode = \"validate\" validates anyway)",
+            ));
+        }
+        if r.endpoint.is_some() && !token_route {
+            return Err(invalid(
+                format!("{key}.endpoint"),
+                "only applies with mode \"to_basic\", \"to_post\" or \"validate\"",
+            ));
+        }
+        let discovery = matches!(r.mode, FileMode::Discovery);
+        for (set, name) in [
+            (r.public_base_url.is_some(), "public_base_url"),
+            (r.auth_methods.is_some(), "auth_methods"),
+        ] {
+            if set && !discovery {
+                return Err(invalid(
+                    format!("{key}.{name}"),
+                    "only applies with mode = \"discovery\"",
+                ));
+            }
+        }
+        let endpoint = match &r.endpoint {
+            None => Endpoint::Token,
+            Some(e) => Endpoint::parse(e).ok_or_else(|| {
+                let known: Vec<_> = Endpoint::ALL.iter().map(|e| e.as_str()).collect();
+                invalid(
+                    format!("{key}.endpoint"),
+                    format!("unknown endpoint {e:?} (one of: {})", known.join(", ")),
+                )
+            })?,
+        };
+        let token = |conversion, validate| {
+            RouteMode::Token(TokenMode {
+                conversion,
+                validate,
+                endpoint,
+            })
+        };
+        let mode = match r.mode {
+            FileMode::Passthrough => RouteMode::Passthrough,
+            FileMode::ToBasic => token(Some(Conversion::ToBasic), validate),
+            FileMode::ToPost => token(Some(Conversion::ToPost), validate),
+            FileMode::Validate => token(None, true),
+            FileMode::Discovery => RouteMode::Discovery(Arc::new(DiscoveryRewrite {
+                public_base_url: r
+                    .public_base_url
+                    .as_deref()
+                    .map(|u| lower_public_base_url(&format!("{key}.public_base_url"), u))
+                    .transpose()?,
+                auth_methods: r
+                    .auth_methods
+                    .as_deref()
+                    .map(|m| lower_advertised_methods(&format!("{key}.auth_methods"), m))
+                    .transpose()?,
+            })),
+        };
+        if matches!(mode, RouteMode::Token(TokenMode { validate: true, .. }))
+            && file.clients.is_none()
+        {
+            return Err(invalid(
+                format!("{key}.mode"),
+                "validating needs client records: add a [clients] section",
+            ));
+        }
+        routes.push(RouteSettings {
+            name: r.name.unwrap_or_else(|| format!("route{i}")),
+            matcher,
+            mode,
+            upstream,
+        });
+    }
+    if file.lockout.is_some() && file.clients.is_none() {
+        return Err(invalid("lockout", "only applies with a [clients] section"));
+    }
+    let clients = match file.clients {
+        Some(c) => Some(lower_clients(c, file.lockout.unwrap_or_default(), base)?),
+        None => None,
+    };
+    let admin = match file.admin {
+        Some(a) => Some(lower_admin(a)?),
+        None => None,
+    };
+    if admin
+        .as_ref()
+        .is_some_and(|a| server.listen.contains(&a.listen))
+    {
+        return Err(invalid("admin.listen", "must differ from server.listen"));
+    }
+    Ok(Settings {
+        server,
+        token,
+        upstreams,
+        default_upstream,
+        routes,
+        clients,
+        admin,
+        log_format: file.log.format,
+        log_client_id: file.log.client_id,
+        metrics_env_ids: file.metrics.env_ids,
+    })
+}
+
+/// A discovery route's public base URL: `http(s)://host[:port][/path]`, kept without a trailing
+/// `/`.
+fn lower_public_base_url(key: &str, url: &str) -> Result<String, ConfigError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| invalid(key, format!("{url:?} must start with https:// or http://")))?;
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    if host_end == 0
+        || url.contains(['?', '#', '@'])
+        || url.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(invalid(
+            key,
+            format!("{url:?} must be scheme://host[:port][/path], without query, fragment or user"),
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+/// A discovery route's advertised methods: RFC 8414 names, PingOne's capitals accepted; written
+/// out in RFC form.
+fn lower_advertised_methods(key: &str, methods: &[String]) -> Result<Vec<String>, ConfigError> {
+    const KNOWN: [&str; 7] = [
+        "client_secret_basic",
+        "client_secret_post",
+        "client_secret_jwt",
+        "private_key_jwt",
+        "tls_client_auth",
+        "self_signed_tls_client_auth",
+        "none",
+    ];
+    if methods.is_empty() {
+        return Err(invalid(key, "list at least one method"));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(methods.len());
+    for m in methods {
+        let lower = m.to_ascii_lowercase();
+        if !KNOWN.contains(&lower.as_str()) || (m != &lower && m != &m.to_ascii_uppercase()) {
+            return Err(invalid(
+                key,
+                format!("unknown method {m:?} (one of: {})", KNOWN.join(", ")),
+            ));
+        }
+        if !out.contains(&lower) {
+            out.push(lower);
+        }
+    }
+    Ok(out)
+}
+
+fn lower_clients(
+    c: FileClients,
+    l: FileLockout,
+    base: &Base<'_>,
+) -> Result<ClientsSettings, ConfigError> {
+    let source = match (c.file, c.registry_url) {
+        (Some(f), None) if !f.is_empty() => ClientSource::File(base.path(&f)),
+        (None, Some(url)) => {
+            let (upstream, base_path) = lower_url("clients.registry_url", "registry", &url, true)?;
+            ClientSource::Registry {
+                upstream: with_timeouts(upstream, c.registry_timeout),
+                base_path,
+            }
+        }
+        _ => {
+            return Err(invalid(
+                "clients",
+                "set exactly one of `file` (a client file) or `registry_url` (an HTTP registry)",
+            ))
+        }
+    };
+    all_positive(
+        "clients",
+        &[
+            ("reload_interval", c.reload_interval),
+            ("registry_timeout", c.registry_timeout),
+            ("cache_ttl", c.cache_ttl),
+            ("cache_negative_ttl", c.cache_negative_ttl),
+            ("verified_ttl", c.verified_ttl),
+        ],
+    )?;
+    for (field, n) in [
+        ("cache_capacity", c.cache_capacity),
+        ("verified_capacity", c.verified_capacity),
+    ] {
+        if n == 0 {
+            return Err(invalid(
+                format!("clients.{field}"),
+                "must be greater than zero",
+            ));
+        }
+    }
+    if l.window.is_zero() {
+        return Err(invalid("lockout.window", "must be greater than zero"));
+    }
+    Ok(ClientsSettings {
+        source,
+        reload_interval: c.reload_interval,
+        registry_timeout: c.registry_timeout,
+        cache: crate::clients::cache::CacheConfig {
+            ttl: c.cache_ttl,
+            negative_ttl: c.cache_negative_ttl,
+            max_stale: c.cache_max_stale,
+            capacity: c.cache_capacity,
+        },
+        verified_ttl: c.verified_ttl,
+        verified_capacity: c.verified_capacity,
+        allow_plaintext: c.allow_plaintext,
+        lockout: crate::lockout::LockoutConfig {
+            window: l.window,
+            max_failures_per_client: l.max_failures_per_client,
+            max_failures_per_ip: l.max_failures_per_ip,
+        },
+    })
+}
+
+fn lower_admin(a: FileAdmin) -> Result<AdminSettings, ConfigError> {
+    let listen = a.listen.parse::<SocketAddr>().map_err(|_| {
+        invalid(
+            "admin.listen",
+            format!(
+                "{:?} is not an IP:port address (e.g. \"127.0.0.1:9901\")",
+                a.listen
+            ),
+        )
+    })?;
+    // `env:NAME` keeps the token out of the file.
+    let bearer_token = match a.bearer_token {
+        None => None,
+        Some(t) => {
+            let token = match t.strip_prefix("env:") {
+                Some(var) => std::env::var(var).map_err(|_| {
+                    invalid(
+                        "admin.bearer_token",
+                        format!("environment variable {var} is not set"),
+                    )
+                })?,
+                None => t,
+            };
+            if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(
+                    "admin.bearer_token",
+                    "must be at least 16 characters, without spaces",
+                ));
+            }
+            Some(token)
+        }
+    };
+    Ok(AdminSettings {
+        listen,
+        bearer_token,
+    })
+}
+
+/// Durations that must be greater than zero, named `{section}.{field}` when one is not.
+fn all_positive(section: &str, fields: &[(&str, Duration)]) -> Result<(), ConfigError> {
+    match fields.iter().find(|(_, d)| d.is_zero()) {
+        Some((field, _)) => Err(invalid(
+            format!("{section}.{field}"),
+            "must be greater than zero",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Registry calls get the registry timeout for every phase.
+fn with_timeouts(mut u: UpstreamSettings, t: Duration) -> UpstreamSettings {
+    u.connect_timeout = t;
+    u.total_connection_timeout = t;
+    u.read_timeout = t;
+    u.write_timeout = t;
+    u
+}
+
+/// A list of `IP:port` addresses.
+fn socket_addrs(key: &str, list: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
+    list.iter()
+        .map(|a| {
+            a.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    key,
+                    format!("{a:?} is not an IP:port address (e.g. \"127.0.0.1:8080\")"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn lower_server(s: FileServer, base: &Base<'_>) -> Result<ServerSettings, ConfigError> {
+    if s.listen.is_empty() {
+        return Err(invalid("server.listen", "at least one address is required"));
+    }
+    let listen = socket_addrs("server.listen", &s.listen)?;
+    if !(1..=256).contains(&s.threads) {
+        return Err(invalid("server.threads", "must be between 1 and 256"));
+    }
+    if s.realm.contains(['"', '\\']) || s.realm.chars().any(char::is_control) {
+        return Err(invalid(
+            "server.realm",
+            "must not contain quotes, backslashes or control characters",
+        ));
+    }
+    let tls = match (s.tls_listen.is_empty(), s.tls_cert, s.tls_key) {
+        (true, None, None) => None,
+        (false, Some(cert), Some(key)) => {
+            let listen_tls = socket_addrs("server.tls_listen", &s.tls_listen)?;
+            if listen_tls.iter().any(|a| listen.contains(a)) {
+                return Err(invalid(
+                    "server.tls_listen",
+                    "must differ from server.listen",
+                ));
+            }
+            let cert = base.path(&cert);
+            load_certs("server.tls_cert", &cert)?;
+            let key = base.path(&key);
+            let pem = std::fs::read(&key).map_err(|e| {
+                invalid(
+                    "server.tls_key",
+                    format!("cannot read {}: {e}", key.display()),
+                )
+            })?;
+            match rustls_pemfile::private_key(&mut pem.as_slice()) {
+                Ok(Some(_)) => {}
+                _ => {
+                    return Err(invalid(
+                        "server.tls_key",
+                        format!("{}: no PEM private key found", key.display()),
+                    ))
+                }
+            }
+            Some(TlsListen {
+                listen: listen_tls,
+                cert,
+                key,
+            })
+        }
+        _ => {
+            return Err(invalid(
+                "server.tls_listen",
+                "tls_listen, tls_cert and tls_key go together",
+            ))
+        }
+    };
+    Ok(ServerSettings {
+        tls,
+        listen,
+        threads: s.threads,
+        keepalive_timeout: s.keepalive_timeout,
+        grace_period: s.grace_period,
+        shutdown_timeout: s.shutdown_timeout,
+        realm: s.realm,
+    })
+}
+
+fn lower_token(t: FileToken) -> Result<TokenSettings, ConfigError> {
+    if t.max_body_bytes == 0 || t.max_body_bytes > MAX_BODY_CAP {
+        return Err(invalid(
+            "token.max_body_bytes",
+            format!("must be between 1 and {MAX_BODY_CAP}"),
+        ));
+    }
+    if t.body_timeout.is_zero() {
+        return Err(invalid("token.body_timeout", "must be greater than zero"));
+    }
+    Ok(TokenSettings {
+        max_body_bytes: t.max_body_bytes,
+        body_timeout: t.body_timeout,
+    })
+}
+
+/// Parses an upstream URL into settings with default timeouts, and the URL's path (only allowed
+/// with `allow_path`).
+fn lower_url(
+    key: &str,
+    name: &str,
+    raw: &str,
+    allow_path: bool,
+) -> Result<(UpstreamSettings, String), ConfigError> {
+    let url =
+        url::Url::parse(raw).map_err(|e| invalid(key, format!("{raw:?} is not a URL: {e}")))?;
+    let tls = match url.scheme() {
+        "http" => false,
+        "https" => true,
+        other => {
+            return Err(invalid(
+                key,
+                format!("scheme {other:?} is not supported; use http or https"),
+            ))
+        }
+    };
+    if (!allow_path && url.path() != "/") || url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(
+            key,
+            "must be scheme://host[:port] only; requests keep their own path",
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(key, "must not contain credentials"));
+    }
+    let host = match url.host() {
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        Some(h) => h.to_string(),
+        None => return Err(invalid(key, "has no host")),
+    };
+    let port = url
+        .port_or_known_default()
+        .unwrap_or(if tls { 443 } else { 80 });
+    let host_header = match url.port() {
+        Some(p) => format!("{}:{p}", url.host_str().unwrap_or(&host)),
+        None => url.host_str().unwrap_or(&host).to_string(),
+    };
+    let settings = UpstreamSettings {
+        name: name.to_string(),
+        tls,
+        host,
+        port,
+        host_header,
+        basic_encoding: BasicEncoding::Rfc6749,
+        connect_timeout: secs::<2>(),
+        total_connection_timeout: secs::<5>(),
+        read_timeout: secs::<15>(),
+        write_timeout: secs::<15>(),
+        idle_timeout: secs::<60>(),
+        resolve_interval: secs::<30>(),
+        ca: None,
+        tls_verify: true,
+    };
+    Ok((settings, url.path().trim_end_matches('/').to_string()))
+}
+
+fn lower_upstream(
+    name: String,
+    u: FileUpstream,
+    base: &Base<'_>,
+) -> Result<UpstreamSettings, ConfigError> {
+    let key = format!("upstreams.{name}");
+    let (url_settings, _) = lower_url(&format!("{key}.url"), &name, &u.url, false)?;
+    if !url_settings.tls && (u.ca_file.is_some() || !u.tls_verify) {
+        return Err(invalid(
+            format!("{key}.ca_file"),
+            "ca_file and tls_verify apply to https upstreams only",
+        ));
+    }
+    let ca = match &u.ca_file {
+        Some(f) => Some(std::sync::Arc::new(load_certs(
+            &format!("{key}.ca_file"),
+            &base.path(f),
+        )?)),
+        None => None,
+    };
+    let host_header = match u.host {
+        Some(h) if h.is_empty() || h.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            return Err(invalid(
+                format!("{key}.host"),
+                "must be a non-empty host name",
+            ))
+        }
+        Some(h) => h,
+        None => url_settings.host_header.clone(),
+    };
+    all_positive(
+        &key,
+        &[
+            ("connect_timeout", u.connect_timeout),
+            ("total_connection_timeout", u.total_connection_timeout),
+            ("read_timeout", u.read_timeout),
+            ("write_timeout", u.write_timeout),
+            ("idle_timeout", u.idle_timeout),
+            ("resolve_interval", u.resolve_interval),
+        ],
+    )?;
+    Ok(UpstreamSettings {
+        host_header,
+        basic_encoding: match u.basic_encoding {
+            FileEncoding::Rfc6749 => BasicEncoding::Rfc6749,
+            FileEncoding::Raw => BasicEncoding::Raw,
+        },
+        connect_timeout: u.connect_timeout,
+        total_connection_timeout: u.total_connection_timeout,
+        read_timeout: u.read_timeout,
+        write_timeout: u.write_timeout,
+        idle_timeout: u.idle_timeout,
+        resolve_interval: u.resolve_interval,
+        ca,
+        tls_verify: u.tls_verify,
+        ..url_settings
+    })
+}

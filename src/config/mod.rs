@@ -1,0 +1,392 @@
+//! Configuration: the TOML file operators write, validated once and lowered into [`Settings`], the
+//! typed model the gateway runs on. The file format is the public API; `Settings` is not.
+//!
+//! Every error names the key that is wrong and says what is wrong with it.
+
+mod file;
+mod lower;
+mod settings;
+
+pub use settings::*;
+
+use std::path::Path;
+
+/// The largest body cap allowed: Pingora's request retry buffer, which holds the token body while
+/// the gateway decides, is 64 KiB.
+pub const MAX_BODY_CAP: usize = 64 * 1024;
+
+/// A configuration that could not be used, with the key it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(String),
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Settings {
+    /// Reads and validates a configuration file. Relative paths in it (client file,
+    /// certificates) are relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Settings::parse_in(&text, path.parent())
+    }
+
+    /// Parses and validates configuration text; relative paths are relative to the working
+    /// directory.
+    pub fn parse(text: &str) -> Result<Settings, ConfigError> {
+        Settings::parse_in(text, None)
+    }
+
+    fn parse_in(text: &str, base: Option<&Path>) -> Result<Settings, ConfigError> {
+        let file: file::FileConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        lower::lower(file, &lower::Base(base))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::protocol::{BasicEncoding, Conversion, DiscoveryRewrite, Endpoint};
+
+    const MINIMAL: &str = r#"
+        default_upstream = "idp"
+        [upstreams.idp]
+        url = "http://127.0.0.1:9000"
+    "#;
+
+    fn err(text: &str) -> String {
+        Settings::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let s = Settings::parse(MINIMAL).unwrap();
+        assert_eq!(s.server.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(s.token.max_body_bytes, 16 * 1024);
+        assert_eq!(s.token.body_timeout, Duration::from_secs(5));
+        let up = &s.upstreams[0];
+        assert_eq!(
+            (up.tls, up.host.as_str(), up.port),
+            (false, "127.0.0.1", 9000)
+        );
+        assert_eq!(up.host_header, "127.0.0.1:9000");
+        assert_eq!(up.basic_encoding, BasicEncoding::Rfc6749);
+        assert!(s.routes.is_empty());
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        for f in [
+            "conf/tokengate.toml",
+            "conf/demo.toml",
+            "conf/validate-demo.toml",
+        ] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+            Settings::load(&path).unwrap_or_else(|e| panic!("{f}: {e}"));
+        }
+    }
+
+    #[test]
+    fn https_upstream_defaults_to_443_and_host_header_without_port() {
+        let s = Settings::parse(
+            r#"default_upstream = "p"
+               [upstreams.p]
+               url = "https://auth.pingone.eu"
+               basic_encoding = "raw""#,
+        )
+        .unwrap();
+        let up = &s.upstreams[0];
+        assert_eq!((up.tls, up.port), (true, 443));
+        assert_eq!(up.host_header, "auth.pingone.eu");
+        assert_eq!(up.basic_encoding, BasicEncoding::Raw);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let e = err(&format!("{MINIMAL}\n[token]\nmax_body = 1\n"));
+        assert!(e.contains("unknown field `max_body`"), "{e}");
+        let e = err(&format!("{MINIMAL}\nlisten = 1\n"));
+        assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("[token]\nmax_body_bytes = 0", "token.max_body_bytes"),
+            ("[token]\nmax_body_bytes = 70000", "token.max_body_bytes"),
+            ("[server]\nlisten = [\"localhost\"]", "server.listen"),
+            ("[server]\nthreads = 0", "server.threads"),
+            ("[[routes]]\nmode = \"to_basic\"", "routes[0]"),
+            (
+                "[[routes]]\npath = \"as/token\"\nmode = \"to_basic\"",
+                "routes[0].path",
+            ),
+            (
+                "[[routes]]\npath = \"/x\"\nmode = \"to_post\"\nupstream = \"nope\"",
+                "routes[0].upstream",
+            ),
+        ];
+        for (extra, key) in cases {
+            let e = err(&format!("{MINIMAL}\n{extra}\n"));
+            assert!(e.starts_with(key), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_mode_and_duration_are_reported_with_their_key() {
+        let e = err(&format!(
+            "{MINIMAL}\n[[routes]]\npath = \"/x\"\nmode = \"to_jwt\"\n"
+        ));
+        assert!(e.contains("to_jwt") && e.contains("mode"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}\n[token]\nbody_timeout = \"5 parsecs\"\n"
+        ));
+        assert!(
+            e.contains("body_timeout") && e.contains("invalid duration"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn upstream_urls_are_checked() {
+        for (url, what) in [
+            ("ftp://x", "scheme"),
+            ("http://x/realms/a", "requests keep their own path"),
+            ("http://u:p@x", "credentials"),
+            ("not a url", "not a URL"),
+        ] {
+            let e = err(&format!(
+                "default_upstream = \"a\"\n[upstreams.a]\nurl = \"{url}\"\n"
+            ));
+            assert!(
+                e.starts_with("upstreams.a.url") && e.contains(what),
+                "{url}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn validation_needs_exactly_one_client_source() {
+        let route = "[[routes]]\npath = \"/{e}/as/token\"\nmode = \"validate\"\n";
+        let e = err(&format!("{MINIMAL}\n{route}"));
+        assert!(
+            e.starts_with("routes[0].mode") && e.contains("[clients]"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{MINIMAL}\n{route}[clients]\nfile = \"c.toml\"\nregistry_url = \"http://r\"\n"
+        ));
+        assert!(e.starts_with("clients:"), "{e}");
+        let e = err(&format!("{MINIMAL}\n[lockout]\nwindow = \"1s\"\n"));
+        assert!(e.starts_with("lockout"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}\n[[routes]]\npath = \"/x\"\nmode = \"passthrough\"\nvalidate = true\n"
+        ));
+        assert!(e.starts_with("routes[0].validate"), "{e}");
+    }
+
+    #[test]
+    fn endpoint_routes_and_their_keys() {
+        let s = Settings::parse(&format!(
+            "{MINIMAL}\n[[routes]]\npath = \"/{{e}}/as/introspect\"\nmode = \"to_post\"\nendpoint = \"introspection\"\n\
+             [[routes]]\npath = \"/{{e}}/as/device_authorization\"\nmode = \"to_basic\"\nendpoint = \"device_authorization\"\n"
+        ))
+        .unwrap();
+        let endpoints: Vec<_> = s
+            .routes
+            .iter()
+            .map(|r| match &r.mode {
+                RouteMode::Token(t) => t.endpoint,
+                m => panic!("{m:?}"),
+            })
+            .collect();
+        assert_eq!(
+            endpoints,
+            [Endpoint::Introspection, Endpoint::DeviceAuthorization]
+        );
+        for (extra, key, says) in [
+            (
+                "mode = \"to_basic\"\nendpoint = \"introspect\"",
+                "routes[0].endpoint",
+                "introspection",
+            ),
+            (
+                "mode = \"passthrough\"\nendpoint = \"par\"",
+                "routes[0].endpoint",
+                "only applies",
+            ),
+            (
+                "mode = \"passthrough\"\nvalidate = true",
+                "routes[0].validate",
+                "only applies",
+            ),
+            (
+                "mode = \"discovery\"\nvalidate = true",
+                "routes[0].validate",
+                "only applies",
+            ),
+            (
+                "mode = \"to_basic\"\nauth_methods = [\"none\"]",
+                "routes[0].auth_methods",
+                "discovery",
+            ),
+            (
+                "mode = \"to_post\"\npublic_base_url = \"https://gw\"",
+                "routes[0].public_base_url",
+                "discovery",
+            ),
+            (
+                "mode = \"discovery\"\npublic_base_url = \"gw.example.com\"",
+                "routes[0].public_base_url",
+                "https://",
+            ),
+            (
+                "mode = \"discovery\"\npublic_base_url = \"https://gw/?a=1\"",
+                "routes[0].public_base_url",
+                "without query",
+            ),
+            (
+                "mode = \"discovery\"\npublic_base_url = \"https:///x\"",
+                "routes[0].public_base_url",
+                "scheme://host",
+            ),
+            (
+                "mode = \"discovery\"\nauth_methods = [\"client_secret_jwt\", \"basic\"]",
+                "routes[0].auth_methods",
+                "\"basic\"",
+            ),
+            (
+                "mode = \"discovery\"\nauth_methods = [\"Client_Secret_Post\"]",
+                "routes[0].auth_methods",
+                "unknown method",
+            ),
+            (
+                "mode = \"discovery\"\nauth_methods = []",
+                "routes[0].auth_methods",
+                "at least one",
+            ),
+        ] {
+            let e = err(&format!("{MINIMAL}\n[[routes]]\npath = \"/x\"\n{extra}\n"));
+            assert!(e.starts_with(key) && e.contains(says), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn discovery_routes_lower_their_rewrite() {
+        let s = Settings::parse(&format!(
+            "{MINIMAL}\n[[routes]]\npath = \"/{{e}}/as/.well-known/openid-configuration\"\nmode = \"discovery\"\n\
+             public_base_url = \"https://gw.example.com/idp/\"\nauth_methods = [\"CLIENT_SECRET_POST\", \"client_secret_basic\", \"client_secret_post\"]\n\
+             [[routes]]\npath = \"/.well-known/oauth-authorization-server/{{e}}/as\"\nmode = \"discovery\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.routes[0].mode,
+            RouteMode::Discovery(Arc::new(DiscoveryRewrite {
+                public_base_url: Some("https://gw.example.com/idp".into()),
+                auth_methods: Some(vec![
+                    "client_secret_post".into(),
+                    "client_secret_basic".into()
+                ]),
+            }))
+        );
+        assert_eq!(
+            s.routes[1].mode,
+            RouteMode::Discovery(Arc::new(DiscoveryRewrite::default()))
+        );
+    }
+
+    #[test]
+    fn validate_combines_with_a_conversion_and_a_registry_keeps_its_path() {
+        let s = Settings::parse(&format!(
+            "{MINIMAL}\n[[routes]]\npath = \"/{{e}}/as/token\"\nmode = \"to_basic\"\nvalidate = true\n\
+             [clients]\nregistry_url = \"https://reg.example:8443/v1/\"\nregistry_timeout = \"750ms\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.routes[0].mode,
+            RouteMode::Token(TokenMode {
+                conversion: Some(Conversion::ToBasic),
+                validate: true,
+                endpoint: Endpoint::Token,
+            })
+        );
+        let c = s.clients.unwrap();
+        let ClientSource::Registry {
+            upstream,
+            base_path,
+        } = c.source
+        else {
+            panic!("registry expected")
+        };
+        assert_eq!(
+            (upstream.tls, upstream.port, base_path.as_str()),
+            (true, 8443, "/v1")
+        );
+        assert_eq!(upstream.read_timeout, Duration::from_millis(750));
+    }
+
+    #[test]
+    fn zero_durations_are_rejected_by_key() {
+        let e = err(
+            "default_upstream = \"a\"\n[upstreams.a]\nurl = \"http://x\"\nread_timeout = \"0s\"\n",
+        );
+        assert_eq!(e, "upstreams.a.read_timeout: must be greater than zero");
+        let e = err(&format!(
+            "{MINIMAL}\n[clients]\nfile = \"c\"\ncache_ttl = \"0s\"\n"
+        ));
+        assert_eq!(e, "clients.cache_ttl: must be greater than zero");
+    }
+
+    #[test]
+    fn admin_listener_is_checked_and_its_token_never_printed() {
+        let e = err(&format!(
+            "{MINIMAL}\n[admin]\nlisten = \"127.0.0.1:8080\"\n"
+        ));
+        assert!(e.starts_with("admin.listen: must differ"), "{e}");
+        let e = err(&format!("{MINIMAL}\n[admin]\nlisten = \"x\"\n"));
+        assert!(e.starts_with("admin.listen"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}\n[admin]\nlisten = \"127.0.0.1:9901\"\nbearer_token = \"short\"\n"
+        ));
+        assert!(e.starts_with("admin.bearer_token"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}\n[admin]\nlisten = \"127.0.0.1:9901\"\nbearer_token = \"env:TOKENGATE_TEST_UNSET_VAR\"\n"
+        ));
+        assert!(e.contains("TOKENGATE_TEST_UNSET_VAR is not set"), "{e}");
+        let s = Settings::parse(&format!(
+            "{MINIMAL}\n[admin]\nlisten = \"127.0.0.1:9901\"\nbearer_token = \"Very-Secret-Admin-Token\"\n"
+        ))
+        .unwrap();
+        assert!(!format!("{s:?}").contains("Very-Secret"));
+    }
+
+    #[test]
+    fn unknown_default_upstream_is_rejected() {
+        let e = err("default_upstream = \"b\"\n[upstreams.a]\nurl = \"http://x\"\n");
+        assert!(
+            e.starts_with("default_upstream") && e.contains("known: a"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,173 @@
+//! The validated internal model the gateway runs on. Not the public API: the file format is.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::protocol::{BasicEncoding, Conversion, DiscoveryRewrite, Endpoint};
+use crate::routing::PathMatcher;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// `key=value` text.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How the client_id appears in access log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientIdLogging {
+    /// A short SHA-256 digest: correlates lines without writing the identifier.
+    #[default]
+    Hash,
+    /// As sent.
+    Plain,
+    /// Not at all.
+    Omit,
+}
+
+/// Everything the gateway needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub token: TokenSettings,
+    pub upstreams: Vec<UpstreamSettings>,
+    pub default_upstream: usize,
+    pub routes: Vec<RouteSettings>,
+    /// Client records for validating routes; required when a route validates.
+    pub clients: Option<ClientsSettings>,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`, `/clients/...`), if configured.
+    pub admin: Option<AdminSettings>,
+    pub log_format: LogFormat,
+    pub log_client_id: ClientIdLogging,
+    /// Environment IDs with their own metrics label value (envIDs come from requests: only listed
+    /// ones become label values, so the label space stays bounded).
+    pub metrics_env_ids: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    /// When set, every admin path but `/healthz` requires `Authorization: Bearer <token>`.
+    pub bearer_token: Option<String>,
+}
+
+/// Never prints the token.
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("listen", &self.listen)
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Where client records come from.
+#[derive(Debug, Clone)]
+pub enum ClientSource {
+    /// A TOML or JSON file (a relative path is relative to the configuration file).
+    File(PathBuf),
+    /// An HTTP registry: `GET {base_path}/{envID}/clients/{client_id}` on `upstream`.
+    Registry {
+        upstream: UpstreamSettings,
+        base_path: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientsSettings {
+    pub source: ClientSource,
+    pub reload_interval: Duration,
+    pub registry_timeout: Duration,
+    pub cache: crate::clients::cache::CacheConfig,
+    pub verified_ttl: Duration,
+    pub verified_capacity: usize,
+    pub allow_plaintext: bool,
+    pub lockout: crate::lockout::LockoutConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: Vec<SocketAddr>,
+    pub threads: usize,
+    pub keepalive_timeout: Duration,
+    pub grace_period: Duration,
+    pub shutdown_timeout: Duration,
+    pub realm: String,
+    /// HTTPS listeners: addresses, certificate chain and key (PEM files).
+    pub tls: Option<TlsListen>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsListen {
+    pub listen: Vec<SocketAddr>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TokenSettings {
+    pub max_body_bytes: usize,
+    pub body_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub name: String,
+    pub tls: bool,
+    /// Host name or IP literal to connect to (also the TLS SNI).
+    pub host: String,
+    pub port: u16,
+    /// The `Host` header sent upstream.
+    pub host_header: String,
+    pub basic_encoding: BasicEncoding,
+    pub connect_timeout: Duration,
+    pub total_connection_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub resolve_interval: Duration,
+    /// DER certificates of the CAs trusted for this upstream; `None`: the system's roots.
+    pub ca: Option<std::sync::Arc<Vec<Vec<u8>>>>,
+    /// Certificate and host name verification (on unless explicitly turned off).
+    pub tls_verify: bool,
+}
+
+/// What a route does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteMode {
+    /// Proxied untouched, streamed.
+    Passthrough,
+    /// Client-authenticated endpoint handling (token, introspection, revocation, PAR, device).
+    Token(TokenMode),
+    /// Requests proxied untouched; a successful metadata answer is rewritten.
+    Discovery(Arc<DiscoveryRewrite>),
+}
+
+/// What a token route does: check the request, optionally validate it against the client
+/// records, and convert (`None`: to the client record's `upstream_method`, or left as sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenMode {
+    pub conversion: Option<Conversion>,
+    pub validate: bool,
+    pub endpoint: Endpoint,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    pub name: String,
+    pub matcher: PathMatcher,
+    pub mode: RouteMode,
+    pub upstream: usize,
+}
