@@ -2,7 +2,6 @@
 //! decision (extract → lockout check → record → policy → secret → grant → convert) for a known
 //! client. Run: `cargo bench --bench validate`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,9 +10,10 @@ use tokengate::clients::cache::{CacheConfig, Fetch, FetchError, Lookup, ReadThro
 use tokengate::clients::file::FileStore;
 use tokengate::clients::record::{ClientKey, ClientRecord};
 use tokengate::clients::secret::{hash_argon2id, hash_sha256, VerifiedCache};
+use tokengate::clients::store::ClientStore;
 use tokengate::lockout::{LocalLimiter, LockoutConfig};
 use tokengate::protocol::{extract, BasicEncoding, Conversion, Endpoint};
-use tokengate::validate::{ClientStore, Validator};
+use tokengate::validate::Validator;
 
 const ENV: &str = "5a0b3c2d-1111-2222-3333-444455556666";
 
@@ -37,7 +37,7 @@ impl Fetch<ClientKey, ClientRecord> for One {
 
 fn validator(store: FileStore) -> Validator {
     Validator::new(
-        ClientStore::File(Arc::new(store)),
+        ClientStore::file(store),
         VerifiedCache::new(Duration::from_secs(300), 100_000),
         Box::new(LocalLimiter::new(LockoutConfig {
             window: Duration::from_secs(60),
@@ -83,8 +83,8 @@ fn bench(c: &mut Criterion) {
         max_stale: Duration::from_secs(600),
         capacity: 100_000,
     });
-    let key: ClientKey = (ENV.to_string(), b"web-sha".to_vec());
-    let record = match rt.block_on(v.store.lookup(ENV, b"web-sha")) {
+    let key = ClientKey::new(ENV, b"web-sha");
+    let record = match rt.block_on(v.store().lookup(&key)) {
         Lookup::Found(r) => (*r).clone(),
         _ => panic!("record"),
     };
@@ -100,26 +100,27 @@ fn bench(c: &mut Criterion) {
         );
         let ip = Some("127.0.0.1".parse().unwrap());
         // Warm: the first argon2 verification is remembered.
-        let mut x = extract(&[], body.as_bytes()).unwrap();
-        rt.block_on(v.validate(ENV, Endpoint::Token, &mut x, ip))
+        let x = extract(&[], body.as_bytes()).unwrap();
+        rt.block_on(v.validate(ENV, Endpoint::Token, &x, ip))
             .unwrap();
         g.bench_function(
             format!("full decision, known client ({id}, verified before)"),
             |b| {
                 b.iter(|| {
-                    let mut x = extract(&[], black_box(body.as_bytes())).unwrap();
-                    let demanded = rt
-                        .block_on(v.validate(ENV, Endpoint::Token, &mut x, ip))
+                    let x = extract(&[], black_box(body.as_bytes())).unwrap();
+                    let verified = rt
+                        .block_on(v.validate(ENV, Endpoint::Token, &x, ip))
                         .unwrap();
-                    assert!(demanded.is_some());
-                    x.convert(
-                        Some(Conversion::ToBasic),
-                        BasicEncoding::Rfc6749,
-                        Endpoint::Token,
-                        &[],
-                        body.as_bytes(),
-                    )
-                    .unwrap()
+                    assert!(verified.upstream_method.is_some());
+                    x.with_reading(verified.reading)
+                        .convert(
+                            Some(Conversion::ToBasic),
+                            BasicEncoding::Rfc6749,
+                            Endpoint::Token,
+                            &[],
+                            body.as_bytes(),
+                        )
+                        .unwrap()
                 })
             },
         );

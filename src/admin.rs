@@ -14,9 +14,9 @@ use percent_encoding::percent_decode_str;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::clients::store::ClientKey;
 use crate::metrics::Metrics;
 use crate::runtime::Shared;
-use crate::validate::ClientStore;
 
 pub struct Admin {
     pub metrics: Arc<Metrics>,
@@ -45,10 +45,9 @@ impl Admin {
     /// A client record as JSON, without secret material; `None` when unknown (or not cached).
     fn client_view(&self, env_id: &str, client_id: &[u8]) -> Option<Vec<u8>> {
         let rt = self.shared.load();
-        let record = match &rt.validator.as_ref()?.store {
-            ClientStore::File(f) => f.get(env_id, client_id)?,
-            ClientStore::Registry(r) => r.cache.peek(&(env_id.to_string(), client_id.to_vec()))?,
-        };
+        let record = rt
+            .client_store()?
+            .peek(&ClientKey::new(env_id, client_id))?;
         let view = serde_json::json!({
             "env_id": record.env_id,
             "client_id": record.client_id,

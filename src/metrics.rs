@@ -11,7 +11,6 @@ use prometheus::{
 };
 
 use crate::runtime::Shared;
-use crate::validate::ClientStore;
 
 /// Latency buckets in seconds: sub-millisecond gateway work up to upstream timeouts.
 const BUCKETS: &[f64] = &[
@@ -240,29 +239,25 @@ impl Collector for ClientMetrics {
             }
         };
         let rt = self.shared.load();
-        let Some(validator) = &rt.validator else {
+        let Some(stats) = rt.client_store().map(|s| s.stats()) else {
             return out;
         };
-        let (records, generation) = match &validator.store {
-            ClientStore::File(f) => (f.len(), f.generation()),
-            ClientStore::Registry(r) => {
-                let s = r.cache.stats();
-                let values = [
-                    s.hits,
-                    s.negative_hits,
-                    s.misses,
-                    s.stale_served,
-                    s.evictions,
-                    s.fetches,
-                    s.fetch_failures,
-                ];
-                for (c, v) in CACHE_COUNTERS.into_iter().zip(values) {
-                    counter(c, v);
-                }
-                (r.cache.len(), 0)
+        if let Some(s) = stats.cache {
+            let values = [
+                s.hits,
+                s.negative_hits,
+                s.misses,
+                s.stale_served,
+                s.evictions,
+                s.fetches,
+                s.fetch_failures,
+            ];
+            for (c, v) in CACHE_COUNTERS.into_iter().zip(values) {
+                counter(c, v);
             }
-        };
-        for ((name, help), v) in GAUGES.into_iter().zip([records as i64, generation as i64]) {
+        }
+        let gauges = [stats.records as i64, stats.file_generation as i64];
+        for ((name, help), v) in GAUGES.into_iter().zip(gauges) {
             if let Ok(g) = IntGauge::new(name, help) {
                 g.set(v);
                 out.extend(g.collect());

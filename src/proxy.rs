@@ -12,12 +12,11 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 
-use crate::clients::record::AuthMethod;
 use crate::config::{ClientIdLogging, RouteMode, TokenMode};
 use crate::exchange::{self, Exchange};
 use crate::metrics::{self, Metrics};
 use crate::protocol::discovery::{self, BodyRewriter};
-use crate::protocol::{self, token, BodyLimit, Conversion, OAuthError};
+use crate::protocol::{self, token, AuthMethod, BodyLimit, OAuthError};
 use crate::routing;
 use crate::runtime::{Runtime, Shared};
 use crate::upstream::Upstream;
@@ -130,10 +129,14 @@ impl Gateway {
                     .client_addr()
                     .and_then(|a| a.as_inet())
                     .map(|a| a.ip());
-                let demanded = v
-                    .validate(env_id.unwrap_or_default(), endpoint, &mut extracted, ip)
+                let verified = v
+                    .validate(env_id.unwrap_or_default(), endpoint, &extracted, ip)
                     .await?;
-                demanded.and_then(to_conversion).or(conversion)
+                extracted = extracted.with_reading(verified.reading);
+                verified
+                    .upstream_method
+                    .and_then(AuthMethod::conversion)
+                    .or(conversion)
             }
             _ => conversion,
         };
@@ -167,16 +170,6 @@ impl Gateway {
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await?;
         Ok(())
-    }
-}
-
-/// The conversion that gives the upstream the method it demands for a client (`none`: nothing
-/// to convert to).
-fn to_conversion(m: AuthMethod) -> Option<Conversion> {
-    match m {
-        AuthMethod::ClientSecretBasic => Some(Conversion::ToBasic),
-        AuthMethod::ClientSecretPost => Some(Conversion::ToPost),
-        AuthMethod::None => None,
     }
 }
 

@@ -10,15 +10,13 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::clients::cache::ReadThrough;
-use crate::clients::file::FileStore;
-use crate::clients::registry::Registry;
 use crate::clients::secret::VerifiedCache;
-use crate::config::{ClientSource, ClientsSettings, Settings};
-use crate::lockout::LocalLimiter;
+use crate::clients::store::ClientStore;
+use crate::config::{ClientsSettings, Settings};
+use crate::lockout::{LocalLimiter, LockoutConfig};
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
-use crate::validate::{CachedRegistry, ClientStore, Validator};
+use crate::validate::Validator;
 
 /// Everything a configuration needs at run time.
 pub struct Runtime {
@@ -46,8 +44,8 @@ impl Runtime {
         let mut resolved: Vec<Arc<Upstream>> = upstreams.to_vec();
         let validator = match &settings.clients {
             Some(c) => {
-                let (v, registry) = build_validator(c)?;
-                resolved.extend(registry);
+                let v = build_validator(c)?;
+                resolved.extend(v.store().upstream().cloned());
                 Some(Arc::new(v))
             }
             None => None,
@@ -61,42 +59,24 @@ impl Runtime {
         })
     }
 
-    /// The client file store, when records come from a file.
-    pub fn file_store(&self) -> Option<&Arc<FileStore>> {
-        match &self.validator.as_ref()?.store {
-            ClientStore::File(f) => Some(f),
-            ClientStore::Registry(_) => None,
-        }
+    /// The client records of validating routes, if any.
+    pub fn client_store(&self) -> Option<&ClientStore> {
+        self.validator.as_deref().map(Validator::store)
     }
 }
 
-/// The validator and, for a registry, the registry's upstream.
-fn build_validator(c: &ClientsSettings) -> Result<(Validator, Option<Arc<Upstream>>), String> {
-    let mut registry_upstream = None;
-    let store = match &c.source {
-        ClientSource::File(path) => {
-            let store = Arc::new(FileStore::open(path)?);
-            tracing::info!(path = %path.display(), clients = store.len(), "client file loaded");
-            ClientStore::File(store)
-        }
-        ClientSource::Registry {
-            upstream,
-            base_path,
-        } => {
-            let up = Arc::new(Upstream::new(upstream.clone()));
-            registry_upstream = Some(up.clone());
-            ClientStore::Registry(Box::new(CachedRegistry {
-                cache: ReadThrough::new(c.cache),
-                registry: Registry::new(up, base_path, c.registry_timeout, c.allow_plaintext),
-            }))
-        }
-    };
-    let validator = Validator::new(
-        store,
+/// The validator of `c`'s client records.
+fn build_validator(c: &ClientsSettings) -> Result<Validator, String> {
+    let l = c.lockout;
+    Ok(Validator::new(
+        ClientStore::open(c)?,
         VerifiedCache::new(c.verified_ttl, c.verified_capacity),
-        Box::new(LocalLimiter::new(c.lockout)),
-    );
-    Ok((validator, registry_upstream))
+        Box::new(LocalLimiter::new(LockoutConfig {
+            window: l.window,
+            max_failures_per_client: l.max_failures_per_client,
+            max_failures_per_ip: l.max_failures_per_ip,
+        })),
+    ))
 }
 
 /// What a reload cannot change (Pingora binds listeners and sizes its runtime at start).
@@ -144,11 +124,13 @@ pub struct Reloader {
 impl Reloader {
     fn reload_client_file(&self, force: bool) {
         let rt = self.shared.load();
-        let Some(store) = rt.file_store() else { return };
+        let Some(store) = rt.client_store() else {
+            return;
+        };
         match store.reload(force) {
             Ok(true) => tracing::info!(
-                clients = store.len(),
-                generation = store.generation(),
+                clients = store.stats().records,
+                generation = store.stats().file_generation,
                 "client file reloaded"
             ),
             Ok(false) => {}

@@ -9,45 +9,26 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::clients::cache::{Lookup, ReadThrough};
-use crate::clients::file::FileStore;
 use crate::clients::policy::{self, authentication_failed};
-use crate::clients::record::{AuthMethod, ClientKey, ClientRecord};
-use crate::clients::registry::Registry;
 use crate::clients::secret::VerifiedCache;
+use crate::clients::store::{ClientKey, ClientRecord, ClientStore, Lookup};
 use crate::lockout::FailureLimiter;
-use crate::protocol::{Endpoint, Extracted, GrantCheck, MethodSeen, OAuthError};
+use crate::protocol::{
+    AuthMethod, Endpoint, Extracted, GrantCheck, MethodSeen, OAuthError, Reading,
+};
 
-/// Where client records come from.
-pub enum ClientStore {
-    File(Arc<FileStore>),
-    Registry(Box<CachedRegistry>),
-}
-
-/// An HTTP registry behind a read-through cache.
-pub struct CachedRegistry {
-    pub cache: ReadThrough<ClientKey, ClientRecord>,
-    pub registry: Registry,
-}
-
-impl ClientStore {
-    pub async fn lookup(&self, env_id: &str, client_id: &[u8]) -> Lookup<ClientRecord> {
-        match self {
-            ClientStore::File(f) => match f.get(env_id, client_id) {
-                Some(r) => Lookup::Found(r),
-                None => Lookup::Unknown,
-            },
-            ClientStore::Registry(r) => {
-                r.cache
-                    .get(&(env_id.to_string(), client_id.to_vec()), &r.registry)
-                    .await
-            }
-        }
-    }
+/// What validation established about a request's client authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// The reading of the Basic credentials that the record confirmed (the raw one for a
+    /// client that skipped RFC 6749's form-encoding).
+    pub reading: Reading,
+    /// The method the upstream demands for this client, if its record names one.
+    pub upstream_method: Option<AuthMethod>,
 }
 
 pub struct Validator {
-    pub store: ClientStore,
+    store: ClientStore,
     verified: VerifiedCache,
     limiter: Box<dyn FailureLimiter>,
     /// Bounds concurrent argon2 verifications (each takes ~19 MiB and a core for tens of ms), so
@@ -70,16 +51,21 @@ impl Validator {
         }
     }
 
-    /// `Ok` carries the method the upstream demands for this client, if its record names one.
-    /// Basic credentials that verify only in their raw reading (a client that skipped RFC 6749's
-    /// form-encoding) are accepted, and `x` is switched to that reading.
+    /// The client records validation reads.
+    pub fn store(&self) -> &ClientStore {
+        &self.store
+    }
+
+    /// Checks the request's client authentication against its client's record. Basic
+    /// credentials that verify only in their raw reading (a client that skipped RFC 6749's
+    /// form-encoding) are accepted, and [`Verified::reading`] says so.
     pub async fn validate(
         &self,
         env_id: &str,
         endpoint: Endpoint,
-        x: &mut Extracted,
+        x: &Extracted,
         ip: Option<IpAddr>,
-    ) -> Result<Option<AuthMethod>, OAuthError> {
+    ) -> Result<Verified, OAuthError> {
         let tried_basic = x.tried_basic();
         let method = match x.method_seen() {
             MethodSeen::NoneFound => {
@@ -88,7 +74,7 @@ impl Validator {
                     false,
                 ))
             }
-            seen => AuthMethod::of_request(seen).ok_or(OAuthError::invalid_client(
+            seen => seen.method().ok_or(OAuthError::invalid_client(
                 "this authentication method is not accepted by the gateway",
                 false,
             ))?,
@@ -101,7 +87,7 @@ impl Validator {
             self.limiter.record_failure(client_id, ip);
             e
         };
-        let record = match self.store.lookup(env_id, client_id).await {
+        let record = match self.store.lookup(&ClientKey::new(env_id, client_id)).await {
             Lookup::Found(r) => r,
             Lookup::Unknown => return Err(fail(authentication_failed(tried_basic))),
             Lookup::Unavailable => return Err(OAuthError::registry_unavailable()),
@@ -128,10 +114,14 @@ impl Validator {
         if let GrantCheck::Required(grant) = endpoint.grant_check(x.grant_type()) {
             policy::check_grant(&record, grant)?;
         }
-        if read_raw {
-            x.accept_raw_reading();
-        }
-        Ok(record.upstream_method)
+        Ok(Verified {
+            reading: if read_raw {
+                Reading::Raw
+            } else {
+                Reading::Standard
+            },
+            upstream_method: record.upstream_method,
+        })
     }
 
     async fn verify(&self, env_id: &str, record: &Arc<ClientRecord>, presented: &[u8]) -> bool {

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
-use super::record::{parse_client_file, ClientRecord, ClientSet, FileFormat};
+use super::record::{parse_client_file, ClientKey, ClientRecord, ClientSet, FileFormat};
 
 /// What identifies a version of the file on disk.
 type Stamp = Option<(SystemTime, u64)>;
@@ -66,12 +66,8 @@ impl FileStore {
         })
     }
 
-    pub fn get(&self, env_id: &str, client_id: &[u8]) -> Option<Arc<ClientRecord>> {
-        self.current
-            .load()
-            .records
-            .get(&(env_id.to_string(), client_id.to_vec()))
-            .cloned()
+    pub fn get(&self, key: &ClientKey) -> Option<Arc<ClientRecord>> {
+        self.current.load().records.get(key).cloned()
     }
 
     pub fn len(&self) -> usize {
@@ -131,11 +127,11 @@ mod tests {
     fn reload_swaps_in_a_changed_file() {
         let p = temp_file("swap", ONE);
         let store = FileStore::open(&p).unwrap();
-        assert!(store.get("e", b"a").is_some());
+        assert!(store.get(&ClientKey::new("e", b"a")).is_some());
         assert_eq!(store.reload(false), Ok(false));
         std::fs::write(&p, format!("{ONE}{TWO}")).unwrap();
         assert_eq!(store.reload(true), Ok(true));
-        assert!(store.get("e", b"b").is_some());
+        assert!(store.get(&ClientKey::new("e", b"b")).is_some());
         assert_eq!(store.generation(), 2);
     }
 
@@ -150,7 +146,7 @@ mod tests {
         .unwrap();
         let e = store.reload(true).unwrap_err();
         assert!(!e.contains("Hunter2"), "{e}");
-        assert!(store.get("e", b"a").is_some());
+        assert!(store.get(&ClientKey::new("e", b"a")).is_some());
         assert_eq!(store.generation(), 1);
     }
 

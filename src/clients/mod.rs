@@ -7,3 +7,4 @@ pub mod policy;
 pub mod record;
 pub mod registry;
 pub mod secret;
+pub mod store;

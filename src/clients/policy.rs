@@ -1,7 +1,7 @@
 //! Per-client policy: which methods and grant types a known client may use. Pure.
 
-use super::record::{AuthMethod, ClientRecord};
-use crate::protocol::{ErrorCode, OAuthError};
+use super::record::ClientRecord;
+use crate::protocol::{AuthMethod, ErrorCode, OAuthError};
 
 /// The one answer for every failed client authentication (unknown client, wrong secret, disabled
 /// client), so that the answer never tells whether the client exists.

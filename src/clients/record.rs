@@ -10,44 +10,12 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::secret::{parse_secret, SecretSpec};
-use crate::protocol::MethodSeen;
+use crate::protocol::AuthMethod;
 
-/// A client authentication method a client may use, or that its upstream demands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AuthMethod {
-    ClientSecretBasic,
-    ClientSecretPost,
-    None,
-}
-
-impl AuthMethod {
-    /// Parses an RFC 7591 name, in lower case or PingOne's capitals.
-    pub fn parse(name: &str) -> Option<AuthMethod> {
-        match name {
-            "client_secret_basic" | "CLIENT_SECRET_BASIC" => Some(AuthMethod::ClientSecretBasic),
-            "client_secret_post" | "CLIENT_SECRET_POST" => Some(AuthMethod::ClientSecretPost),
-            "none" | "NONE" => Some(AuthMethod::None),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthMethod::ClientSecretBasic => "client_secret_basic",
-            AuthMethod::ClientSecretPost => "client_secret_post",
-            AuthMethod::None => "none",
-        }
-    }
-
-    /// The method a request used, when it is one of these.
-    pub fn of_request(seen: MethodSeen) -> Option<AuthMethod> {
-        match seen {
-            MethodSeen::ClientSecretBasic => Some(AuthMethod::ClientSecretBasic),
-            MethodSeen::ClientSecretPost => Some(AuthMethod::ClientSecretPost),
-            MethodSeen::None => Some(AuthMethod::None),
-            _ => None,
-        }
-    }
+/// A method a client record may name: one the gateway can check ([`AuthMethod::CHECKED`]), in
+/// RFC 7591's spelling or PingOne's capitals.
+pub fn record_method(name: &str) -> Option<AuthMethod> {
+    AuthMethod::parse(name).filter(|m| AuthMethod::CHECKED.contains(m))
 }
 
 /// What tokengate knows about one client. `Debug` shows no secret material.
@@ -66,7 +34,35 @@ pub struct ClientRecord {
 }
 
 /// The key of a record: environment ID and client_id (as bytes: ids need not be UTF-8 on the wire).
-pub type ClientKey = (String, Vec<u8>);
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientKey {
+    env_id: String,
+    client_id: Vec<u8>,
+}
+
+impl ClientKey {
+    pub fn new(env_id: &str, client_id: &[u8]) -> ClientKey {
+        ClientKey {
+            env_id: env_id.to_string(),
+            client_id: client_id.to_vec(),
+        }
+    }
+
+    pub fn env_id(&self) -> &str {
+        &self.env_id
+    }
+
+    pub fn client_id(&self) -> &[u8] {
+        &self.client_id
+    }
+}
+
+impl ClientRecord {
+    /// The key the record is found by.
+    pub fn key(&self) -> ClientKey {
+        ClientKey::new(&self.env_id, self.client_id.as_bytes())
+    }
+}
 
 /// A record as written in a client file or returned by a registry.
 #[derive(Debug, Deserialize)]
@@ -121,10 +117,10 @@ impl RawRecord {
         }
         let mut auth_methods = Vec::with_capacity(self.auth_methods.len());
         for m in &self.auth_methods {
-            let method = AuthMethod::parse(m).ok_or_else(|| {
+            let method = record_method(m).ok_or_else(|| {
                 format!(
-                    "auth_methods: unknown method {m:?} (use client_secret_basic, \
-                     client_secret_post or none)"
+                    "auth_methods: unknown method {m:?} (use {})",
+                    AuthMethod::names(&AuthMethod::CHECKED)
                 )
             })?;
             if !auth_methods.contains(&method) {
@@ -136,10 +132,12 @@ impl RawRecord {
         }
         let upstream_method = match &self.upstream_method {
             None => None,
-            Some(m) => Some(
-                AuthMethod::parse(m)
-                    .ok_or_else(|| format!("upstream_method: unknown method {m:?}"))?,
-            ),
+            Some(m) => Some(record_method(m).ok_or_else(|| {
+                format!(
+                    "upstream_method: unknown method {m:?} (use {})",
+                    AuthMethod::names(&AuthMethod::CHECKED)
+                )
+            })?),
         };
         let needs_secret = auth_methods.iter().any(|m| *m != AuthMethod::None);
         let secret = match (&self.secret, needs_secret) {
@@ -212,8 +210,7 @@ pub fn parse_client_file(
         let record = r
             .lower(None, raw.allow_plaintext, env)
             .map_err(|e| format!("clients[{i}].{e}"))?;
-        let key = (record.env_id.clone(), record.client_id.as_bytes().to_vec());
-        if set.records.insert(key, Arc::new(record)).is_some() {
+        if set.records.insert(record.key(), Arc::new(record)).is_some() {
             return Err(format!("clients[{i}]: duplicate env_id and client_id"));
         }
     }
@@ -254,16 +251,16 @@ mod tests {
     #[test]
     fn method_names_accept_rfc7591_and_pingone_capitals() {
         assert_eq!(
-            AuthMethod::parse("client_secret_basic"),
+            record_method("client_secret_basic"),
             Some(AuthMethod::ClientSecretBasic)
         );
         assert_eq!(
-            AuthMethod::parse("CLIENT_SECRET_POST"),
+            record_method("CLIENT_SECRET_POST"),
             Some(AuthMethod::ClientSecretPost)
         );
-        assert_eq!(AuthMethod::parse("NONE"), Some(AuthMethod::None));
-        assert_eq!(AuthMethod::parse("Client_Secret_Basic"), None);
-        assert_eq!(AuthMethod::parse("private_key_jwt"), None);
+        assert_eq!(record_method("NONE"), Some(AuthMethod::None));
+        assert_eq!(record_method("Client_Secret_Basic"), None);
+        assert_eq!(record_method("private_key_jwt"), None);
     }
 
     #[test]
@@ -275,18 +272,18 @@ mod tests {
              [[clients]]\nenv_id = \"e\"\nclient_id = \"spa\"\nauth_methods = [\"none\"]\n"
         );
         let set = file(&toml_text).unwrap();
-        let app = &set.records[&("e".to_string(), b"app".to_vec())];
+        let app = &set.records[&ClientKey::new("e", b"app")];
         assert_eq!(app.auth_methods, vec![AuthMethod::ClientSecretBasic]);
         assert_eq!(app.upstream_method, Some(AuthMethod::ClientSecretPost));
         assert!(app.enabled && app.secret.is_some());
-        let spa = &set.records[&("e".to_string(), b"spa".to_vec())];
+        let spa = &set.records[&ClientKey::new("e", b"spa")];
         assert!(spa.secret.is_none());
 
         let json = format!(
             r#"{{"clients":[{{"env_id":"e","client_id":"app","secret":"{SHA}","auth_methods":["client_secret_post"],"enabled":false}}]}}"#
         );
         let set = parse_client_file(&json, FileFormat::Json, &no_env).unwrap();
-        assert!(!set.records[&("e".to_string(), b"app".to_vec())].enabled);
+        assert!(!set.records[&ClientKey::new("e", b"app")].enabled);
     }
 
     #[test]

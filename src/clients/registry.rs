@@ -51,6 +51,11 @@ impl Registry {
         }
     }
 
+    /// The registry's upstream (to keep resolved).
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.upstream
+    }
+
     /// The request path for a client.
     pub fn path(&self, env_id: &str, client_id: &[u8]) -> String {
         format!(
@@ -102,7 +107,7 @@ impl Registry {
 #[async_trait]
 impl Fetch<ClientKey, ClientRecord> for Registry {
     async fn fetch(&self, key: &ClientKey) -> Result<Option<ClientRecord>, FetchError> {
-        let (env_id, client_id) = key;
+        let (env_id, client_id) = (key.env_id(), key.client_id());
         let path = self.path(env_id, client_id);
         let (status, body) = tokio::time::timeout(self.timeout, self.get(&path))
             .await

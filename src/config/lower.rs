@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::file::*;
 use super::settings::*;
 use super::{invalid, ConfigError, MAX_BODY_CAP};
-use crate::protocol::{BasicEncoding, Conversion, DiscoveryRewrite, Endpoint};
+use crate::protocol::{AuthMethod, BasicEncoding, Conversion, DiscoveryRewrite, Endpoint};
 use crate::routing::PathMatcher;
 
 /// Resolves relative paths of a configuration file.
@@ -65,119 +65,16 @@ pub(super) fn lower(file: FileConfig, base: &Base<'_>) -> Result<Settings, Confi
     for (name, up) in file.upstreams {
         upstreams.push(lower_upstream(name, up, base)?);
     }
-    let find_upstream = |key: String, name: &str| {
-        upstreams
-            .iter()
-            .position(|u| u.name == name)
-            .ok_or_else(|| {
-                let known: Vec<_> = upstreams.iter().map(|u| u.name.as_str()).collect();
-                invalid(
-                    key,
-                    format!("no upstream named {name:?} (known: {})", known.join(", ")),
-                )
-            })
-    };
-    let default_upstream = find_upstream("default_upstream".into(), &file.default_upstream)?;
+    let default_upstream = find_upstream(&upstreams, "default_upstream", &file.default_upstream)?;
 
     let mut routes = Vec::with_capacity(file.routes.len());
+    let targets = RouteTargets {
+        upstreams: &upstreams,
+        default_upstream,
+        has_clients: file.clients.is_some(),
+    };
     for (i, r) in file.routes.into_iter().enumerate() {
-        let key = format!("routes[{i}]");
-        let matcher = match (r.path, r.path_prefix) {
-            (Some(p), None) => {
-                PathMatcher::pattern(&p).map_err(|m| invalid(format!("{key}.path"), m))?
-            }
-            (None, Some(p)) => {
-                PathMatcher::prefix(&p).map_err(|m| invalid(format!("{key}.path_prefix"), m))?
-            }
-            _ => {
-                return Err(invalid(
-                    key,
-                    "set exactly one of `path` (e.g. \"/{env_id}/as/token\") or `path_prefix`",
-                ))
-            }
-        };
-        let upstream = match &r.upstream {
-            Some(name) => find_upstream(format!("{key}.upstream"), name)?,
-            None => default_upstream,
-        };
-        let validate = r.validate;
-        let token_route = matches!(
-            r.mode,
-            FileMode::ToBasic | FileMode::ToPost | FileMode::Validate
-        );
-        if validate && !token_route {
-            return Err(invalid(
-                format!("{key}.validate"),
-                "only applies with mode \"to_basic\" or \"to_post\" (mode = \"validate\" validates anyway)",
-            ));
-        }
-        if r.endpoint.is_some() && !token_route {
-            return Err(invalid(
-                format!("{key}.endpoint"),
-                "only applies with mode \"to_basic\", \"to_post\" or \"validate\"",
-            ));
-        }
-        let discovery = matches!(r.mode, FileMode::Discovery);
-        for (set, name) in [
-            (r.public_base_url.is_some(), "public_base_url"),
-            (r.auth_methods.is_some(), "auth_methods"),
-        ] {
-            if set && !discovery {
-                return Err(invalid(
-                    format!("{key}.{name}"),
-                    "only applies with mode = \"discovery\"",
-                ));
-            }
-        }
-        let endpoint = match &r.endpoint {
-            None => Endpoint::Token,
-            Some(e) => Endpoint::parse(e).ok_or_else(|| {
-                let known: Vec<_> = Endpoint::ALL.iter().map(|e| e.as_str()).collect();
-                invalid(
-                    format!("{key}.endpoint"),
-                    format!("unknown endpoint {e:?} (one of: {})", known.join(", ")),
-                )
-            })?,
-        };
-        let token = |conversion, validate| {
-            RouteMode::Token(TokenMode {
-                conversion,
-                validate,
-                endpoint,
-            })
-        };
-        let mode = match r.mode {
-            FileMode::Passthrough => RouteMode::Passthrough,
-            FileMode::ToBasic => token(Some(Conversion::ToBasic), validate),
-            FileMode::ToPost => token(Some(Conversion::ToPost), validate),
-            FileMode::Validate => token(None, true),
-            FileMode::Discovery => RouteMode::Discovery(Arc::new(DiscoveryRewrite {
-                public_base_url: r
-                    .public_base_url
-                    .as_deref()
-                    .map(|u| lower_public_base_url(&format!("{key}.public_base_url"), u))
-                    .transpose()?,
-                auth_methods: r
-                    .auth_methods
-                    .as_deref()
-                    .map(|m| lower_advertised_methods(&format!("{key}.auth_methods"), m))
-                    .transpose()?,
-            })),
-        };
-        if matches!(mode, RouteMode::Token(TokenMode { validate: true, .. }))
-            && file.clients.is_none()
-        {
-            return Err(invalid(
-                format!("{key}.mode"),
-                "validating needs client records: add a [clients] section",
-            ));
-        }
-        routes.push(RouteSettings {
-            name: r.name.unwrap_or_else(|| format!("route{i}")),
-            matcher,
-            mode,
-            upstream,
-        });
+        routes.push(lower_route(i, r, &targets)?);
     }
     if file.lockout.is_some() && file.clients.is_none() {
         return Err(invalid("lockout", "only applies with a [clients] section"));
@@ -204,9 +101,135 @@ pub(super) fn lower(file: FileConfig, base: &Base<'_>) -> Result<Settings, Confi
         routes,
         clients,
         admin,
-        log_format: file.log.format,
-        log_client_id: file.log.client_id,
+        log_format: file.log.format.unwrap_or_default(),
+        log_client_id: file.log.client_id.unwrap_or_default(),
         metrics_env_ids: file.metrics.env_ids,
+    })
+}
+
+/// The upstream named `name` (`key` names the key that names it).
+fn find_upstream(
+    upstreams: &[UpstreamSettings],
+    key: &str,
+    name: &str,
+) -> Result<usize, ConfigError> {
+    upstreams
+        .iter()
+        .position(|u| u.name == name)
+        .ok_or_else(|| {
+            let known: Vec<_> = upstreams.iter().map(|u| u.name.as_str()).collect();
+            invalid(
+                key,
+                format!("no upstream named {name:?} (known: {})", known.join(", ")),
+            )
+        })
+}
+
+/// What a route may refer to.
+struct RouteTargets<'a> {
+    upstreams: &'a [UpstreamSettings],
+    default_upstream: usize,
+    /// The configuration has a `[clients]` section (validating routes need one).
+    has_clients: bool,
+}
+
+fn lower_route(
+    i: usize,
+    r: FileRoute,
+    to: &RouteTargets<'_>,
+) -> Result<RouteSettings, ConfigError> {
+    let key = &format!("routes[{i}]");
+    let matcher = match (r.path, r.path_prefix) {
+        (Some(p), None) => {
+            PathMatcher::pattern(&p).map_err(|m| invalid(format!("{key}.path"), m))?
+        }
+        (None, Some(p)) => {
+            PathMatcher::prefix(&p).map_err(|m| invalid(format!("{key}.path_prefix"), m))?
+        }
+        _ => {
+            return Err(invalid(
+                key,
+                "set exactly one of `path` (e.g. \"/{env_id}/as/token\") or `path_prefix`",
+            ))
+        }
+    };
+    let upstream = match &r.upstream {
+        Some(name) => find_upstream(to.upstreams, &format!("{key}.upstream"), name)?,
+        None => to.default_upstream,
+    };
+    let token_route = matches!(
+        r.mode,
+        FileMode::ToBasic | FileMode::ToPost | FileMode::Validate
+    );
+    if r.validate && !token_route {
+        return Err(invalid(
+            format!("{key}.validate"),
+            "only applies with mode \"to_basic\" or \"to_post\" (mode = \"validate\" validates anyway)",
+        ));
+    }
+    if r.endpoint.is_some() && !token_route {
+        return Err(invalid(
+            format!("{key}.endpoint"),
+            "only applies with mode \"to_basic\", \"to_post\" or \"validate\"",
+        ));
+    }
+    for (set, name) in [
+        (r.public_base_url.is_some(), "public_base_url"),
+        (r.auth_methods.is_some(), "auth_methods"),
+    ] {
+        if set && r.mode != FileMode::Discovery {
+            return Err(invalid(
+                format!("{key}.{name}"),
+                "only applies with mode = \"discovery\"",
+            ));
+        }
+    }
+    let endpoint = match &r.endpoint {
+        None => Endpoint::Token,
+        Some(e) => Endpoint::parse(e).ok_or_else(|| {
+            let known: Vec<_> = Endpoint::ALL.iter().map(|e| e.as_str()).collect();
+            invalid(
+                format!("{key}.endpoint"),
+                format!("unknown endpoint {e:?} (one of: {})", known.join(", ")),
+            )
+        })?,
+    };
+    let token = |conversion, validate| {
+        RouteMode::Token(TokenMode {
+            conversion,
+            validate,
+            endpoint,
+        })
+    };
+    let mode = match r.mode {
+        FileMode::Passthrough => RouteMode::Passthrough,
+        FileMode::ToBasic => token(Some(Conversion::ToBasic), r.validate),
+        FileMode::ToPost => token(Some(Conversion::ToPost), r.validate),
+        FileMode::Validate => token(None, true),
+        FileMode::Discovery => RouteMode::Discovery(Arc::new(DiscoveryRewrite {
+            public_base_url: r
+                .public_base_url
+                .as_deref()
+                .map(|u| lower_public_base_url(&format!("{key}.public_base_url"), u))
+                .transpose()?,
+            auth_methods: r
+                .auth_methods
+                .as_deref()
+                .map(|m| lower_advertised_methods(&format!("{key}.auth_methods"), m))
+                .transpose()?,
+        })),
+    };
+    if matches!(mode, RouteMode::Token(TokenMode { validate: true, .. })) && !to.has_clients {
+        return Err(invalid(
+            format!("{key}.mode"),
+            "validating needs client records: add a [clients] section",
+        ));
+    }
+    Ok(RouteSettings {
+        name: r.name.unwrap_or_else(|| format!("route{i}")),
+        matcher,
+        mode,
+        upstream,
     })
 }
 
@@ -231,31 +254,24 @@ fn lower_public_base_url(key: &str, url: &str) -> Result<String, ConfigError> {
 }
 
 /// A discovery route's advertised methods: RFC 8414 names, PingOne's capitals accepted; written
-/// out in RFC form.
-fn lower_advertised_methods(key: &str, methods: &[String]) -> Result<Vec<String>, ConfigError> {
-    const KNOWN: [&str; 7] = [
-        "client_secret_basic",
-        "client_secret_post",
-        "client_secret_jwt",
-        "private_key_jwt",
-        "tls_client_auth",
-        "self_signed_tls_client_auth",
-        "none",
-    ];
+/// out in RFC form, each once.
+fn lower_advertised_methods(key: &str, methods: &[String]) -> Result<Vec<AuthMethod>, ConfigError> {
     if methods.is_empty() {
         return Err(invalid(key, "list at least one method"));
     }
-    let mut out: Vec<String> = Vec::with_capacity(methods.len());
+    let mut out: Vec<AuthMethod> = Vec::with_capacity(methods.len());
     for m in methods {
-        let lower = m.to_ascii_lowercase();
-        if !KNOWN.contains(&lower.as_str()) || (m != &lower && m != &m.to_ascii_uppercase()) {
-            return Err(invalid(
+        let method = AuthMethod::parse(m).ok_or_else(|| {
+            invalid(
                 key,
-                format!("unknown method {m:?} (one of: {})", KNOWN.join(", ")),
-            ));
-        }
-        if !out.contains(&lower) {
-            out.push(lower);
+                format!(
+                    "unknown method {m:?} (one of: {})",
+                    AuthMethod::names(&AuthMethod::ALL)
+                ),
+            )
+        })?;
+        if !out.contains(&method) {
+            out.push(method);
         }
     }
     Ok(out)
@@ -266,12 +282,12 @@ fn lower_clients(
     l: FileLockout,
     base: &Base<'_>,
 ) -> Result<ClientsSettings, ConfigError> {
-    let source = match (c.file, c.registry_url) {
-        (Some(f), None) if !f.is_empty() => ClientSource::File(base.path(&f)),
+    let source = match (&c.file, &c.registry_url) {
+        (Some(f), None) if !f.is_empty() => ClientSource::File(base.path(f)),
         (None, Some(url)) => {
-            let (upstream, base_path) = lower_url("clients.registry_url", "registry", &url, true)?;
+            let (upstream, base_path) = lower_url("clients.registry_url", "registry", url, true)?;
             ClientSource::Registry {
-                upstream: with_timeouts(upstream, c.registry_timeout),
+                upstream,
                 base_path,
             }
         }
@@ -282,19 +298,40 @@ fn lower_clients(
             ))
         }
     };
+    let d = ClientsSettings::new(source);
+    let dl = d.lockout;
+    let mut settings = ClientsSettings {
+        reload_interval: c.reload_interval.unwrap_or(d.reload_interval),
+        registry_timeout: c.registry_timeout.unwrap_or(d.registry_timeout),
+        cache_ttl: c.cache_ttl.unwrap_or(d.cache_ttl),
+        cache_negative_ttl: c.cache_negative_ttl.unwrap_or(d.cache_negative_ttl),
+        cache_max_stale: c.cache_max_stale.unwrap_or(d.cache_max_stale),
+        cache_capacity: c.cache_capacity.unwrap_or(d.cache_capacity),
+        verified_ttl: c.verified_ttl.unwrap_or(d.verified_ttl),
+        verified_capacity: c.verified_capacity.unwrap_or(d.verified_capacity),
+        allow_plaintext: c.allow_plaintext.unwrap_or(d.allow_plaintext),
+        lockout: LockoutSettings {
+            window: l.window.unwrap_or(dl.window),
+            max_failures_per_client: l
+                .max_failures_per_client
+                .unwrap_or(dl.max_failures_per_client),
+            max_failures_per_ip: l.max_failures_per_ip.unwrap_or(dl.max_failures_per_ip),
+        },
+        ..d
+    };
     all_positive(
         "clients",
         &[
-            ("reload_interval", c.reload_interval),
-            ("registry_timeout", c.registry_timeout),
-            ("cache_ttl", c.cache_ttl),
-            ("cache_negative_ttl", c.cache_negative_ttl),
-            ("verified_ttl", c.verified_ttl),
+            ("reload_interval", settings.reload_interval),
+            ("registry_timeout", settings.registry_timeout),
+            ("cache_ttl", settings.cache_ttl),
+            ("cache_negative_ttl", settings.cache_negative_ttl),
+            ("verified_ttl", settings.verified_ttl),
         ],
     )?;
     for (field, n) in [
-        ("cache_capacity", c.cache_capacity),
-        ("verified_capacity", c.verified_capacity),
+        ("cache_capacity", settings.cache_capacity),
+        ("verified_capacity", settings.verified_capacity),
     ] {
         if n == 0 {
             return Err(invalid(
@@ -303,28 +340,18 @@ fn lower_clients(
             ));
         }
     }
-    if l.window.is_zero() {
+    if settings.lockout.window.is_zero() {
         return Err(invalid("lockout.window", "must be greater than zero"));
     }
-    Ok(ClientsSettings {
-        source,
-        reload_interval: c.reload_interval,
-        registry_timeout: c.registry_timeout,
-        cache: crate::clients::cache::CacheConfig {
-            ttl: c.cache_ttl,
-            negative_ttl: c.cache_negative_ttl,
-            max_stale: c.cache_max_stale,
-            capacity: c.cache_capacity,
-        },
-        verified_ttl: c.verified_ttl,
-        verified_capacity: c.verified_capacity,
-        allow_plaintext: c.allow_plaintext,
-        lockout: crate::lockout::LockoutConfig {
-            window: l.window,
-            max_failures_per_client: l.max_failures_per_client,
-            max_failures_per_ip: l.max_failures_per_ip,
-        },
-    })
+    // Registry calls get the registry timeout for every phase.
+    if let ClientSource::Registry { upstream: u, .. } = &mut settings.source {
+        let t = settings.registry_timeout;
+        u.connect_timeout = t;
+        u.total_connection_timeout = t;
+        u.read_timeout = t;
+        u.write_timeout = t;
+    }
+    Ok(settings)
 }
 
 fn lower_admin(a: FileAdmin) -> Result<AdminSettings, ConfigError> {
@@ -376,15 +403,6 @@ fn all_positive(section: &str, fields: &[(&str, Duration)]) -> Result<(), Config
     }
 }
 
-/// Registry calls get the registry timeout for every phase.
-fn with_timeouts(mut u: UpstreamSettings, t: Duration) -> UpstreamSettings {
-    u.connect_timeout = t;
-    u.total_connection_timeout = t;
-    u.read_timeout = t;
-    u.write_timeout = t;
-    u
-}
-
 /// A list of `IP:port` addresses.
 fn socket_addrs(key: &str, list: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
     list.iter()
@@ -400,14 +418,20 @@ fn socket_addrs(key: &str, list: &[String]) -> Result<Vec<SocketAddr>, ConfigErr
 }
 
 fn lower_server(s: FileServer, base: &Base<'_>) -> Result<ServerSettings, ConfigError> {
-    if s.listen.is_empty() {
-        return Err(invalid("server.listen", "at least one address is required"));
-    }
-    let listen = socket_addrs("server.listen", &s.listen)?;
-    if !(1..=256).contains(&s.threads) {
+    let d = ServerSettings::default();
+    let listen = match &s.listen {
+        Some(l) if l.is_empty() => {
+            return Err(invalid("server.listen", "at least one address is required"))
+        }
+        Some(l) => socket_addrs("server.listen", l)?,
+        None => d.listen,
+    };
+    let threads = s.threads.unwrap_or(d.threads);
+    if !(1..=256).contains(&threads) {
         return Err(invalid("server.threads", "must be between 1 and 256"));
     }
-    if s.realm.contains(['"', '\\']) || s.realm.chars().any(char::is_control) {
+    let realm = s.realm.unwrap_or(d.realm);
+    if realm.contains(['"', '\\']) || realm.chars().any(char::is_control) {
         return Err(invalid(
             "server.realm",
             "must not contain quotes, backslashes or control characters",
@@ -457,15 +481,20 @@ fn lower_server(s: FileServer, base: &Base<'_>) -> Result<ServerSettings, Config
     Ok(ServerSettings {
         tls,
         listen,
-        threads: s.threads,
-        keepalive_timeout: s.keepalive_timeout,
-        grace_period: s.grace_period,
-        shutdown_timeout: s.shutdown_timeout,
-        realm: s.realm,
+        threads,
+        keepalive_timeout: s.keepalive_timeout.unwrap_or(d.keepalive_timeout),
+        grace_period: s.grace_period.unwrap_or(d.grace_period),
+        shutdown_timeout: s.shutdown_timeout.unwrap_or(d.shutdown_timeout),
+        realm,
     })
 }
 
 fn lower_token(t: FileToken) -> Result<TokenSettings, ConfigError> {
+    let d = TokenSettings::default();
+    let t = TokenSettings {
+        max_body_bytes: t.max_body_bytes.unwrap_or(d.max_body_bytes),
+        body_timeout: t.body_timeout.unwrap_or(d.body_timeout),
+    };
     if t.max_body_bytes == 0 || t.max_body_bytes > MAX_BODY_CAP {
         return Err(invalid(
             "token.max_body_bytes",
@@ -475,10 +504,7 @@ fn lower_token(t: FileToken) -> Result<TokenSettings, ConfigError> {
     if t.body_timeout.is_zero() {
         return Err(invalid("token.body_timeout", "must be greater than zero"));
     }
-    Ok(TokenSettings {
-        max_body_bytes: t.max_body_bytes,
-        body_timeout: t.body_timeout,
-    })
+    Ok(t)
 }
 
 /// Parses an upstream URL into settings with default timeouts, and the URL's path (only allowed
@@ -522,22 +548,7 @@ fn lower_url(
         Some(p) => format!("{}:{p}", url.host_str().unwrap_or(&host)),
         None => url.host_str().unwrap_or(&host).to_string(),
     };
-    let settings = UpstreamSettings {
-        name: name.to_string(),
-        tls,
-        host,
-        port,
-        host_header,
-        basic_encoding: BasicEncoding::Rfc6749,
-        connect_timeout: secs::<2>(),
-        total_connection_timeout: secs::<5>(),
-        read_timeout: secs::<15>(),
-        write_timeout: secs::<15>(),
-        idle_timeout: secs::<60>(),
-        resolve_interval: secs::<30>(),
-        ca: None,
-        tls_verify: true,
-    };
+    let settings = UpstreamSettings::new(name, tls, host, port, host_header);
     Ok((settings, url.path().trim_end_matches('/').to_string()))
 }
 
@@ -547,15 +558,15 @@ fn lower_upstream(
     base: &Base<'_>,
 ) -> Result<UpstreamSettings, ConfigError> {
     let key = format!("upstreams.{name}");
-    let (url_settings, _) = lower_url(&format!("{key}.url"), &name, &u.url, false)?;
-    if !url_settings.tls && (u.ca_file.is_some() || !u.tls_verify) {
+    let (d, _) = lower_url(&format!("{key}.url"), &name, &u.url, false)?;
+    if !d.tls && (u.ca_file.is_some() || u.tls_verify == Some(false)) {
         return Err(invalid(
             format!("{key}.ca_file"),
             "ca_file and tls_verify apply to https upstreams only",
         ));
     }
     let ca = match &u.ca_file {
-        Some(f) => Some(std::sync::Arc::new(load_certs(
+        Some(f) => Some(Arc::new(load_certs(
             &format!("{key}.ca_file"),
             &base.path(f),
         )?)),
@@ -569,33 +580,40 @@ fn lower_upstream(
             ))
         }
         Some(h) => h,
-        None => url_settings.host_header.clone(),
+        None => d.host_header.clone(),
+    };
+    let settings = UpstreamSettings {
+        host_header,
+        basic_encoding: match u.basic_encoding {
+            None => d.basic_encoding,
+            Some(FileEncoding::Rfc6749) => BasicEncoding::Rfc6749,
+            Some(FileEncoding::Raw) => BasicEncoding::Raw,
+        },
+        connect_timeout: u.connect_timeout.unwrap_or(d.connect_timeout),
+        total_connection_timeout: u
+            .total_connection_timeout
+            .unwrap_or(d.total_connection_timeout),
+        read_timeout: u.read_timeout.unwrap_or(d.read_timeout),
+        write_timeout: u.write_timeout.unwrap_or(d.write_timeout),
+        idle_timeout: u.idle_timeout.unwrap_or(d.idle_timeout),
+        resolve_interval: u.resolve_interval.unwrap_or(d.resolve_interval),
+        ca,
+        tls_verify: u.tls_verify.unwrap_or(d.tls_verify),
+        ..d
     };
     all_positive(
         &key,
         &[
-            ("connect_timeout", u.connect_timeout),
-            ("total_connection_timeout", u.total_connection_timeout),
-            ("read_timeout", u.read_timeout),
-            ("write_timeout", u.write_timeout),
-            ("idle_timeout", u.idle_timeout),
-            ("resolve_interval", u.resolve_interval),
+            ("connect_timeout", settings.connect_timeout),
+            (
+                "total_connection_timeout",
+                settings.total_connection_timeout,
+            ),
+            ("read_timeout", settings.read_timeout),
+            ("write_timeout", settings.write_timeout),
+            ("idle_timeout", settings.idle_timeout),
+            ("resolve_interval", settings.resolve_interval),
         ],
     )?;
-    Ok(UpstreamSettings {
-        host_header,
-        basic_encoding: match u.basic_encoding {
-            FileEncoding::Rfc6749 => BasicEncoding::Rfc6749,
-            FileEncoding::Raw => BasicEncoding::Raw,
-        },
-        connect_timeout: u.connect_timeout,
-        total_connection_timeout: u.total_connection_timeout,
-        read_timeout: u.read_timeout,
-        write_timeout: u.write_timeout,
-        idle_timeout: u.idle_timeout,
-        resolve_interval: u.resolve_interval,
-        ca,
-        tls_verify: u.tls_verify,
-        ..url_settings
-    })
+    Ok(settings)
 }

@@ -67,7 +67,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::protocol::{BasicEncoding, Conversion, DiscoveryRewrite, Endpoint};
+    use crate::protocol::{AuthMethod, BasicEncoding, Conversion, DiscoveryRewrite, Endpoint};
 
     const MINIMAL: &str = r#"
         default_upstream = "idp"
@@ -305,8 +305,8 @@ mod tests {
             RouteMode::Discovery(Arc::new(DiscoveryRewrite {
                 public_base_url: Some("https://gw.example.com/idp".into()),
                 auth_methods: Some(vec![
-                    "client_secret_post".into(),
-                    "client_secret_basic".into()
+                    AuthMethod::ClientSecretPost,
+                    AuthMethod::ClientSecretBasic
                 ]),
             }))
         );

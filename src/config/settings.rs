@@ -1,4 +1,8 @@
 //! The validated internal model the gateway runs on. Not the public API: the file format is.
+//!
+//! Every default is written here once (the `Default` impls and the `new` constructors); the
+//! lowering fills what the file leaves out from them. The model holds plain values: the parts of
+//! the gateway that use a section turn it into their own types.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -88,13 +92,63 @@ pub enum ClientSource {
 #[derive(Debug, Clone)]
 pub struct ClientsSettings {
     pub source: ClientSource,
+    /// How often a client file is checked for changes.
     pub reload_interval: Duration,
+    /// Bound of every registry call.
     pub registry_timeout: Duration,
-    pub cache: crate::clients::cache::CacheConfig,
+    /// Registry records: fresh lifetime of a found record.
+    pub cache_ttl: Duration,
+    /// Registry records: lifetime of an "unknown client" answer.
+    pub cache_negative_ttl: Duration,
+    /// Registry records: how long past `cache_ttl` a record is served while the registry fails.
+    pub cache_max_stale: Duration,
+    /// Registry records: entries held at most (found and unknown).
+    pub cache_capacity: usize,
+    /// How long a successful expensive (argon2id) verification is remembered.
     pub verified_ttl: Duration,
     pub verified_capacity: usize,
+    /// Whether records may hold `plain:` secrets.
     pub allow_plaintext: bool,
-    pub lockout: crate::lockout::LockoutConfig,
+    pub lockout: LockoutSettings,
+}
+
+impl ClientsSettings {
+    /// Records from `source`, everything else at its default.
+    pub fn new(source: ClientSource) -> ClientsSettings {
+        ClientsSettings {
+            source,
+            reload_interval: Duration::from_secs(2),
+            registry_timeout: Duration::from_secs(2),
+            cache_ttl: Duration::from_secs(60),
+            cache_negative_ttl: Duration::from_secs(10),
+            cache_max_stale: Duration::from_secs(600),
+            cache_capacity: 100_000,
+            verified_ttl: Duration::from_secs(300),
+            verified_capacity: 100_000,
+            allow_plaintext: false,
+            lockout: LockoutSettings::default(),
+        }
+    }
+}
+
+/// Brute-force lockout thresholds (`[lockout]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutSettings {
+    pub window: Duration,
+    /// `0` disables the per-client limit.
+    pub max_failures_per_client: u32,
+    /// `0` disables the per-address limit.
+    pub max_failures_per_ip: u32,
+}
+
+impl Default for LockoutSettings {
+    fn default() -> Self {
+        LockoutSettings {
+            window: Duration::from_secs(60),
+            max_failures_per_client: 10,
+            max_failures_per_ip: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +163,20 @@ pub struct ServerSettings {
     pub tls: Option<TlsListen>,
 }
 
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            threads: 1,
+            keepalive_timeout: Duration::from_secs(60),
+            grace_period: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(5),
+            realm: "tokengate".to_string(),
+            tls: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TlsListen {
     pub listen: Vec<SocketAddr>,
@@ -120,6 +188,15 @@ pub struct TlsListen {
 pub struct TokenSettings {
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        TokenSettings {
+            max_body_bytes: 16 * 1024,
+            body_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -139,9 +216,31 @@ pub struct UpstreamSettings {
     pub idle_timeout: Duration,
     pub resolve_interval: Duration,
     /// DER certificates of the CAs trusted for this upstream; `None`: the system's roots.
-    pub ca: Option<std::sync::Arc<Vec<Vec<u8>>>>,
+    pub ca: Option<Arc<Vec<Vec<u8>>>>,
     /// Certificate and host name verification (on unless explicitly turned off).
     pub tls_verify: bool,
+}
+
+impl UpstreamSettings {
+    /// An upstream at `host:port`, everything else at its default.
+    pub fn new(name: &str, tls: bool, host: String, port: u16, host_header: String) -> Self {
+        UpstreamSettings {
+            name: name.to_string(),
+            tls,
+            host,
+            port,
+            host_header,
+            basic_encoding: BasicEncoding::Rfc6749,
+            connect_timeout: Duration::from_secs(2),
+            total_connection_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(15),
+            write_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(60),
+            resolve_interval: Duration::from_secs(30),
+            ca: None,
+            tls_verify: true,
+        }
+    }
 }
 
 /// What a route does.

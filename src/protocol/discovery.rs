@@ -9,6 +9,8 @@
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::method::{AuthMethod, Conversion};
+
 /// Members holding the URL of an endpoint that authenticates clients.
 pub const ENDPOINT_KEYS: [&str; 5] = [
     "token_endpoint",
@@ -32,17 +34,15 @@ pub const METHOD_KEYS: [(&str, &str); 3] = [
     ),
 ];
 
-/// The methods a converting route accepts from clients whatever the upstream takes.
-pub const CONVERTED_METHODS: [&str; 2] = ["client_secret_basic", "client_secret_post"];
-
 /// What to rewrite.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DiscoveryRewrite {
     /// Replaces `scheme://host[:port]` of the endpoint URLs in [`ENDPOINT_KEYS`] (keeping their
     /// path and query); may carry a path prefix; no trailing `/`. `None`: URLs unchanged.
     pub public_base_url: Option<String>,
-    /// The methods to advertise. `None`: the upstream's list plus [`CONVERTED_METHODS`].
-    pub auth_methods: Option<Vec<String>>,
+    /// The methods to advertise. `None`: the upstream's list plus the methods the gateway
+    /// converts between (a converting route accepts both whatever the upstream takes).
+    pub auth_methods: Option<Vec<AuthMethod>>,
 }
 
 /// The body was not a JSON object; it is passed on unchanged.
@@ -103,12 +103,12 @@ pub fn rewrite(body: &[u8], rules: &DiscoveryRewrite) -> Result<Vec<u8>, NotMeta
             })
             .unwrap_or_default();
         let methods = match &rules.auth_methods {
-            Some(configured) => configured.clone(),
+            Some(configured) => configured.iter().map(|m| m.as_str().to_string()).collect(),
             None => {
                 let mut l = upstream_list;
-                for m in CONVERTED_METHODS {
-                    if !l.iter().any(|x| x == m) {
-                        l.push(m.to_string());
+                for m in Conversion::ALL.map(Conversion::target) {
+                    if !l.iter().any(|x| x == m.as_str()) {
+                        l.push(m.as_str().to_string());
                     }
                 }
                 l
@@ -258,7 +258,8 @@ mod tests {
     fn rules(base: Option<&str>, methods: Option<&[&str]>) -> DiscoveryRewrite {
         DiscoveryRewrite {
             public_base_url: base.map(str::to_string),
-            auth_methods: methods.map(|m| m.iter().map(|s| s.to_string()).collect()),
+            auth_methods: methods
+                .map(|m| m.iter().map(|s| AuthMethod::parse(s).unwrap()).collect()),
         }
     }
 

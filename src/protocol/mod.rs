@@ -8,13 +8,14 @@ pub mod discovery;
 pub mod endpoint;
 pub mod error;
 pub mod form;
+pub mod method;
 pub mod token;
 
 pub use basic::{BasicEncoding, Credentials};
 pub use discovery::DiscoveryRewrite;
 pub use endpoint::{Endpoint, GrantCheck};
 pub use error::{ErrorCode, OAuthError};
+pub use method::{AuthMethod, Conversion, MethodSeen};
 pub use token::{
-    check_head, decide, extract, BodyLimit, Conversion, Extracted, Forward, Head, HeaderChange,
-    MethodSeen,
+    check_head, decide, extract, BodyLimit, Extracted, Forward, Head, HeaderChange, Reading,
 };

@@ -14,43 +14,7 @@ use super::basic::{self, Authorization, BasicEncoding, BasicError, Credentials};
 use super::endpoint::Endpoint;
 use super::error::OAuthError;
 use super::form;
-
-/// What a route does to client authentication before forwarding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Conversion {
-    /// `client_secret_post` → `client_secret_basic`.
-    ToBasic,
-    /// `client_secret_basic` → `client_secret_post`.
-    ToPost,
-}
-
-/// The client authentication method a request used (RFC 7591 §2 names where one exists).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MethodSeen {
-    ClientSecretBasic,
-    ClientSecretPost,
-    /// `client_assertion` (RFC 7523: `client_secret_jwt` or `private_key_jwt`).
-    ClientAssertion,
-    /// A public client: `client_id` in the body and no secret.
-    None,
-    /// No client identification at all.
-    NoneFound,
-    /// An `Authorization` scheme other than Basic.
-    OtherScheme,
-}
-
-impl MethodSeen {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MethodSeen::ClientSecretBasic => "client_secret_basic",
-            MethodSeen::ClientSecretPost => "client_secret_post",
-            MethodSeen::ClientAssertion => "client_assertion",
-            MethodSeen::None => "none",
-            MethodSeen::NoneFound => "none_found",
-            MethodSeen::OtherScheme => "other_scheme",
-        }
-    }
-}
+use super::method::{Conversion, MethodSeen};
 
 /// What happens to the `Authorization` header on the way upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,6 +218,15 @@ pub struct Extracted {
     reading: BasicReading,
 }
 
+/// Which reading of Basic credentials is the client's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// RFC 6749 §2.3.1: id and secret form-decoded (and anything that is not Basic).
+    Standard,
+    /// As sent, without form-decoding: a client that skipped RFC 6749's encoding.
+    Raw,
+}
+
 /// How Basic credentials read. RFC 6749 §2.3.1 form-decoding is the standard; clients that skip
 /// the encoding send the raw `id:secret`. Where the two readings differ, only the client's record
 /// can tell which one was meant, so a validating route may try the raw one (see
@@ -351,11 +324,11 @@ impl Extracted {
     /// The client authentication method the request used.
     pub fn method_seen(&self) -> MethodSeen {
         match (&self.header, &self.found) {
-            (Some(Authorization::Basic(_)), _) => MethodSeen::ClientSecretBasic,
+            (Some(Authorization::Basic(_)), _) => MethodSeen::BASIC,
             (Some(Authorization::Other), _) => MethodSeen::OtherScheme,
-            (None, f) if f.client_secret.is_some() => MethodSeen::ClientSecretPost,
+            (None, f) if f.client_secret.is_some() => MethodSeen::POST,
             (None, f) if f.assertion => MethodSeen::ClientAssertion,
-            (None, f) if f.client_id.is_some() => MethodSeen::None,
+            (None, f) if f.client_id.is_some() => MethodSeen::PUBLIC,
             (None, _) => MethodSeen::NoneFound,
         }
     }
@@ -397,9 +370,14 @@ impl Extracted {
         self.reading == BasicReading::RawOnly
     }
 
-    /// Takes the raw reading as the client's credentials, once the client's record confirmed it:
-    /// they are then forwarded as the client meant them (re-encoded per RFC 6749 for Basic).
-    pub fn accept_raw_reading(&mut self) {
+    /// The credentials read as `reading`: [`Reading::Raw`] takes the raw reading as the client's
+    /// credentials, once the client's record confirmed it; they are then forwarded as the client
+    /// meant them (re-encoded per RFC 6749 for Basic). Where no raw reading exists, nothing
+    /// changes.
+    pub fn with_reading(mut self, reading: Reading) -> Extracted {
+        if reading == Reading::Standard {
+            return self;
+        }
         match std::mem::replace(&mut self.reading, BasicReading::RawVerified) {
             BasicReading::Ambiguous(secret) => {
                 if let Some(Authorization::Basic(creds)) = &mut self.header {
@@ -409,6 +387,7 @@ impl Extracted {
             BasicReading::RawOnly | BasicReading::RawVerified => {}
             BasicReading::Standard => self.reading = BasicReading::Standard,
         }
+        self
     }
 
     /// Whether the client tried Basic (a 401 then carries `WWW-Authenticate: Basic`).
@@ -517,7 +496,7 @@ fn basic_to(
                 }
             };
             Ok(Forward {
-                method_seen: MethodSeen::ClientSecretBasic,
+                method_seen: MethodSeen::BASIC,
                 authorization,
                 body: None,
             })
@@ -529,7 +508,7 @@ fn basic_to(
             append_param(&mut new_body, b"client_id", &creds.client_id);
             append_param(&mut new_body, b"client_secret", &creds.secret);
             Ok(Forward {
-                method_seen: MethodSeen::ClientSecretBasic,
+                method_seen: MethodSeen::BASIC,
                 authorization: HeaderChange::Remove,
                 body: Some(new_body),
             })
@@ -546,7 +525,7 @@ fn post_to(
     body: &[u8],
 ) -> Result<Forward, OAuthError> {
     match conversion {
-        Conversion::ToPost => Ok(unchanged(MethodSeen::ClientSecretPost)),
+        Conversion::ToPost => Ok(unchanged(MethodSeen::POST)),
         Conversion::ToBasic => {
             let header = basic::encode(&creds, encoding).map_err(|e| {
                 let mut err = basic_error(e);
@@ -554,7 +533,7 @@ fn post_to(
                 err
             })?;
             Ok(Forward {
-                method_seen: MethodSeen::ClientSecretPost,
+                method_seen: MethodSeen::POST,
                 authorization: HeaderChange::Set(header),
                 body: Some(without_pieces(body, pieces_at)),
             })
@@ -641,8 +620,7 @@ mod tests {
             .unwrap();
         assert_eq!(f.authorization, HeaderChange::Keep);
         // Accepted: the raw reading, re-encoded per RFC 6749 or sent as a form field.
-        let mut x = extract(&auth, body).unwrap();
-        x.accept_raw_reading();
+        let x = extract(&auth, body).unwrap().with_reading(Reading::Raw);
         assert_eq!(x.secret(), Some(&b"s+%41"[..]));
         assert_eq!(x.raw_alternative(), None);
         let f = x
@@ -652,8 +630,7 @@ mod tests {
             f.authorization,
             HeaderChange::Set(basic_of("app:s%2B%2541"))
         );
-        let mut x = extract(&auth, body).unwrap();
-        x.accept_raw_reading();
+        let x = extract(&auth, body).unwrap().with_reading(Reading::Raw);
         let f = x
             .convert(Some(Conversion::ToPost), RFC, Endpoint::Token, &auth, body)
             .unwrap();
@@ -670,13 +647,12 @@ mod tests {
         let x = extract(&auth, b"").unwrap();
         assert!(x.raw_only());
         assert_eq!(x.secret(), Some(&b"b: +%&=/ %41x"[..]));
-        assert_eq!(x.method_seen(), MethodSeen::ClientSecretBasic);
+        assert_eq!(x.method_seen(), MethodSeen::BASIC);
         let e = x
             .convert(Some(Conversion::ToPost), RFC, Endpoint::Token, &auth, b"")
             .unwrap_err();
         assert_eq!((e.status, e.code), (401, ErrorCode::InvalidClient));
-        let mut x = extract(&auth, b"").unwrap();
-        x.accept_raw_reading();
+        let x = extract(&auth, b"").unwrap().with_reading(Reading::Raw);
         let f = x
             .convert(Some(Conversion::ToPost), RFC, Endpoint::Token, &auth, b"")
             .unwrap();
@@ -792,7 +768,7 @@ mod tests {
     fn post_to_basic_removes_only_the_credentials_and_keeps_order() {
         let body = "grant_type=authorization_code&client_id=app&code=a%2Bb&client_secret=s%3Ds&redirect_uri=http://x/cb";
         let f = to_basic(body).unwrap();
-        assert_eq!(f.method_seen, MethodSeen::ClientSecretPost);
+        assert_eq!(f.method_seen, MethodSeen::POST);
         assert_eq!(f.authorization, HeaderChange::Set(basic("app:s%3Ds")));
         assert_eq!(
             f.body.as_deref(),
@@ -848,7 +824,7 @@ mod tests {
         let f = to_basic("client_id=app&client_secret=&grant_type=x").unwrap();
         assert_eq!(f.authorization, HeaderChange::Set(basic("app:")));
         let f = to_basic("client_id=app&grant_type=x").unwrap();
-        assert_eq!((f.method_seen, f.converted()), (MethodSeen::None, false));
+        assert_eq!((f.method_seen, f.converted()), (MethodSeen::PUBLIC, false));
     }
 
     #[test]
@@ -873,7 +849,7 @@ mod tests {
             b"grant_type=client_credentials&client_id=a%3Ab&client_secret=s+1",
         )
         .unwrap();
-        assert_eq!(x.method_seen(), MethodSeen::ClientSecretPost);
+        assert_eq!(x.method_seen(), MethodSeen::POST);
         assert_eq!(x.client_id(), Some(&b"a:b"[..]));
         assert_eq!(x.secret(), Some(&b"s 1"[..]));
         assert_eq!(x.grant_type(), Some(&b"client_credentials"[..]));
@@ -884,16 +860,12 @@ mod tests {
         let x = extract(&[h.as_bytes()], b"grant_type=x").unwrap();
         assert_eq!(
             (x.method_seen(), x.client_id(), x.secret()),
-            (
-                MethodSeen::ClientSecretBasic,
-                Some(&b"app"[..]),
-                Some(&b"pw"[..])
-            )
+            (MethodSeen::BASIC, Some(&b"app"[..]), Some(&b"pw"[..]))
         );
         assert!(x.tried_basic());
 
         let x = extract(&[], b"client_id=spa&code=c").unwrap();
-        assert_eq!((x.method_seen(), x.secret()), (MethodSeen::None, None));
+        assert_eq!((x.method_seen(), x.secret()), (MethodSeen::PUBLIC, None));
     }
 
     #[test]
@@ -903,10 +875,7 @@ mod tests {
             .unwrap()
             .convert(None, RFC, Endpoint::Token, &[], body)
             .unwrap();
-        assert_eq!(
-            (f.method_seen, f.converted()),
-            (MethodSeen::ClientSecretPost, false)
-        );
+        assert_eq!((f.method_seen, f.converted()), (MethodSeen::POST, false));
     }
 
     #[test]
@@ -1043,7 +1012,7 @@ mod tests {
             RFC,
         )
         .unwrap();
-        assert_eq!(f.method_seen, MethodSeen::ClientSecretBasic);
+        assert_eq!(f.method_seen, MethodSeen::BASIC);
         assert_eq!(f.authorization, HeaderChange::Remove);
         assert_eq!(
             f.body.as_deref(),
@@ -1096,10 +1065,7 @@ mod tests {
     #[test]
     fn post_on_a_to_post_route_is_unchanged() {
         let f = decide(&[], b"client_id=a&client_secret=s", Conversion::ToPost, RFC).unwrap();
-        assert_eq!(
-            (f.method_seen, f.converted()),
-            (MethodSeen::ClientSecretPost, false)
-        );
+        assert_eq!((f.method_seen, f.converted()), (MethodSeen::POST, false));
     }
 
     #[test]
