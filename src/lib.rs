@@ -10,6 +10,7 @@
 //! - [`cli`]: the command line.
 
 pub mod admin;
+pub mod background;
 pub mod cli;
 pub mod clients;
 pub mod config;

@@ -9,11 +9,11 @@ use pingora::server::{RunArgs, Server, ShutdownSignalWatch};
 use pingora::services::background::background_service;
 
 use crate::admin::Admin;
+use crate::background::{Reloader, Resolver};
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
-use crate::runtime::{Reloader, Runtime, Shared};
-use crate::upstream::Resolver;
+use crate::runtime::{Runtime, Shared};
 
 /// Builds the server: the proxy service on every listen address, the admin listener if
 /// configured, and the background services (upstream resolver, reloader). `config_path` is the

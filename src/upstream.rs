@@ -9,9 +9,6 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use async_trait::async_trait;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::{parse_x509, WrappedX509};
 
@@ -105,34 +102,6 @@ impl Upstream {
             Err(e) => {
                 tracing::warn!(upstream = %s.name, host = %s.host, error = %e,
                     "cannot re-resolve upstream host; keeping the previous address")
-            }
-        }
-    }
-}
-
-/// Background service that keeps the named upstreams of the running configuration resolved.
-pub struct Resolver {
-    pub shared: crate::runtime::Shared,
-}
-
-#[async_trait]
-impl BackgroundService for Resolver {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        loop {
-            let rt = self.shared.load_full();
-            let named: Vec<&Arc<Upstream>> = rt.resolved.iter().filter(|u| u.is_named()).collect();
-            let interval = named
-                .iter()
-                .map(|u| u.settings.resolve_interval)
-                .min()
-                .unwrap_or(std::time::Duration::from_secs(30));
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {
-                    for u in &named {
-                        u.refresh().await;
-                    }
-                }
-                _ = shutdown.changed() => return,
             }
         }
     }
