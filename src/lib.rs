@@ -18,6 +18,7 @@ pub mod exchange;
 pub mod lockout;
 pub mod logging;
 pub mod metrics;
+pub mod observe;
 pub mod protocol;
 pub mod proxy;
 pub mod routing;

@@ -1,0 +1,143 @@
+//! Per-request state, grouped by concern: which configuration and route the request runs on, its
+//! route kind's own state, its timing and its outcome.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pingora::Error;
+
+use super::discovery::DiscoveryState;
+use super::token::TokenState;
+use crate::metrics;
+use crate::observe::{Action, Finished};
+use crate::protocol::{ErrorCode, MethodSeen, OAuthError};
+use crate::runtime::Runtime;
+use crate::upstream::Upstream;
+
+pub struct Ctx {
+    /// The configuration this request runs on, from start to end (reloads swap it for the next
+    /// requests only).
+    pub rt: Arc<Runtime>,
+    /// The client's `X-Request-Id` (when well-formed) or one made here.
+    pub request_id: String,
+    /// The route the path matched; `None`: the default upstream, untouched.
+    pub route: Option<Routed>,
+    /// What the route's kind keeps between phases.
+    pub state: RouteState,
+    pub timing: Timing,
+    pub outcome: Outcome,
+}
+
+/// The route a request matched.
+pub struct Routed {
+    /// Index into the configuration's routes.
+    pub index: usize,
+    /// The `{env_id}` segment of the path, if the route's pattern has one.
+    pub env_id: Option<String>,
+}
+
+/// Each route kind's own state.
+pub enum RouteState {
+    /// Proxied untouched (no route, a passthrough route, or a CORS preflight on a token route).
+    Passthrough,
+    Token(TokenState),
+    Discovery(DiscoveryState),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub started: Instant,
+    /// When the request was sent upstream.
+    pub upstream_started: Option<Instant>,
+    /// From sending upstream to the upstream's response header.
+    pub upstream_elapsed: Option<Duration>,
+}
+
+/// What came of the request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outcome {
+    /// An answer the gateway gave itself: its status and RFC 6749 error code.
+    pub local: Option<(u16, ErrorCode)>,
+    pub upstream_status: Option<u16>,
+}
+
+impl Ctx {
+    pub fn new(rt: Arc<Runtime>) -> Ctx {
+        Ctx {
+            rt,
+            request_id: String::new(),
+            route: None,
+            state: RouteState::Passthrough,
+            timing: Timing {
+                started: Instant::now(),
+                upstream_started: None,
+                upstream_elapsed: None,
+            },
+            outcome: Outcome::default(),
+        }
+    }
+
+    /// The upstream the request goes to: its route's, or the default.
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        let s = &self.rt.settings;
+        let i = self
+            .route
+            .as_ref()
+            .map_or(s.default_upstream, |r| s.routes[r.index].upstream);
+        &self.rt.upstreams[i]
+    }
+
+    /// The route's name for metrics and logs.
+    pub fn route_name(&self) -> &str {
+        self.route.as_ref().map_or(metrics::NO_ROUTE, |r| {
+            &self.rt.settings.routes[r.index].name
+        })
+    }
+
+    pub fn env_id(&self) -> Option<&str> {
+        self.route.as_ref()?.env_id.as_deref()
+    }
+
+    /// Records an answer the gateway gives itself.
+    pub fn answered_locally(&mut self, e: &OAuthError) {
+        self.outcome.local = Some((e.status, e.code));
+    }
+
+    /// What the request was, as metrics and the access log name it.
+    fn action(&self) -> (Option<MethodSeen>, Action) {
+        match &self.state {
+            RouteState::Token(t) => t.action(),
+            RouteState::Discovery(d) if d.rewritten() => (None, Action::Rewritten),
+            RouteState::Discovery(_) | RouteState::Passthrough => (None, Action::Passthrough),
+        }
+    }
+
+    /// The finished request, for [`crate::observe::finish`]. `sent`: the status of the answer
+    /// Pingora wrote, if any (a local answer's status takes precedence).
+    pub fn finished<'a>(&'a self, sent: Option<u16>, error: Option<&'a Error>) -> Finished<'a> {
+        let (method_seen, action) = self.action();
+        let client_id = match &self.state {
+            RouteState::Token(t) => t.client_id(),
+            _ => None,
+        };
+        Finished {
+            request_id: &self.request_id,
+            route: self.route_name(),
+            env_id: self.env_id(),
+            client_id,
+            method_seen,
+            action,
+            status: self
+                .outcome
+                .local
+                .map(|(status, _)| status)
+                .or(sent)
+                .unwrap_or(0),
+            local_error: self.outcome.local.map(|(_, code)| code),
+            upstream_status: self.outcome.upstream_status,
+            upstream_elapsed: self.timing.upstream_elapsed,
+            total: self.timing.started.elapsed(),
+            error,
+        }
+    }
+}

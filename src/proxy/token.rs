@@ -1,0 +1,172 @@
+//! The token route kind: every client-authenticated endpoint (token, introspection, revocation,
+//! PAR, device authorization). The request is checked, read whole and decided in `request_filter`;
+//! what was decided is sent upstream through the [`Exchange`].
+
+use bytes::Bytes;
+use http::header;
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+
+use crate::config::TokenMode;
+use crate::exchange::{self, Exchange};
+use crate::observe::Action;
+use crate::protocol::{self, token, AuthMethod, BodyLimit, MethodSeen, OAuthError};
+use crate::runtime::Runtime;
+
+/// What a token route decided.
+pub enum TokenState {
+    /// Going upstream, as decided.
+    Forwarding {
+        client_id: Option<Vec<u8>>,
+        exchange: Exchange,
+    },
+    /// Answered by the gateway (the client_id, once the request was read that far).
+    Rejected { client_id: Option<Vec<u8>> },
+}
+
+impl TokenState {
+    /// The client_id the request carried, for the access log.
+    pub fn client_id(&self) -> Option<&[u8]> {
+        match self {
+            TokenState::Forwarding { client_id, .. } | TokenState::Rejected { client_id } => {
+                client_id.as_deref()
+            }
+        }
+    }
+
+    pub fn action(&self) -> (Option<MethodSeen>, Action) {
+        match self {
+            TokenState::Forwarding { exchange, .. } => {
+                let f = &exchange.forward;
+                let action = if f.converted() {
+                    Action::Converted
+                } else {
+                    Action::Forwarded
+                };
+                (Some(f.method_seen), action)
+            }
+            TokenState::Rejected { .. } => (None, Action::Rejected),
+        }
+    }
+
+    /// Applies the decision to the upstream request head.
+    pub fn upstream_request(&self, req: &mut RequestHeader) -> pingora::Result<()> {
+        match self {
+            TokenState::Forwarding { exchange, .. } => exchange.apply_head(req),
+            TokenState::Rejected { .. } => Ok(()),
+        }
+    }
+
+    /// Replaces the body Pingora sends upstream with the decided one.
+    pub fn request_body(&mut self, body: &mut Option<Bytes>) {
+        if let TokenState::Forwarding { exchange, .. } = self {
+            exchange.replace_body(body);
+        }
+    }
+}
+
+/// Checks, reads and decides a request on a token route: the state to keep, and the error to
+/// answer with when it is refused.
+pub async fn receive(
+    session: &mut Session,
+    rt: &Runtime,
+    mode: TokenMode,
+    upstream: usize,
+    env_id: Option<&str>,
+) -> (TokenState, Option<OAuthError>) {
+    let mut client_id = None;
+    match decide(session, rt, mode, upstream, env_id, &mut client_id).await {
+        Ok(exchange) => (
+            TokenState::Forwarding {
+                client_id,
+                exchange,
+            },
+            None,
+        ),
+        Err(e) => (TokenState::Rejected { client_id }, Some(e)),
+    }
+}
+
+async fn decide(
+    session: &mut Session,
+    rt: &Runtime,
+    TokenMode {
+        conversion,
+        validate,
+        endpoint,
+    }: TokenMode,
+    upstream: usize,
+    env_id: Option<&str>,
+    seen_client_id: &mut Option<Vec<u8>>,
+) -> Result<Exchange, OAuthError> {
+    let limits = rt.settings.token;
+    let req = session.req_header();
+    let head = token::Head {
+        method: req.method.as_str().as_bytes(),
+        content_type: req.headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+        query: req.uri.query().map(str::as_bytes),
+        content_length: req
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse().ok()),
+    };
+    let limit = BodyLimit {
+        max_bytes: limits.max_body_bytes,
+    };
+    // The body is still unread: whatever is refused here closes the connection.
+    token::check_head(&head, limit).map_err(OAuthError::closing)?;
+
+    let expects_continue = req
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        session
+            .as_downstream_mut()
+            .write_continue_response()
+            .await
+            .map_err(|_| OAuthError::body_incomplete())?;
+    }
+
+    let body = exchange::read_body(
+        session.as_downstream_mut(),
+        limits.max_body_bytes,
+        limits.body_timeout,
+    )
+    .await?;
+
+    let authorization: Vec<&[u8]> = session
+        .req_header()
+        .headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    let mut extracted = protocol::extract(&authorization, &body)?;
+    *seen_client_id = extracted.client_id().map(<[u8]>::to_vec);
+    let conversion = match (&rt.validator, validate) {
+        (Some(v), true) => {
+            let ip = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip());
+            let verified = v
+                .validate(env_id.unwrap_or_default(), endpoint, &extracted, ip)
+                .await?;
+            extracted = extracted.with_reading(verified.reading);
+            verified
+                .upstream_method
+                .and_then(AuthMethod::conversion)
+                .or(conversion)
+        }
+        _ => conversion,
+    };
+    let forward = extracted.convert(
+        conversion,
+        rt.upstreams[upstream].settings.basic_encoding,
+        endpoint,
+        &authorization,
+        &body,
+    )?;
+    Ok(Exchange::new(forward, body))
+}
