@@ -358,6 +358,7 @@ fn pingone_sample_curl_reaches_a_basic_only_upstream_as_rfc6749_basic() {
         .status()
         .unwrap()
         .success());
+    // 10 s for a stop configured to take at most 1 s (grace_period 0 s, shutdown_timeout 1 s).
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {

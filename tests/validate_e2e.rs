@@ -401,7 +401,8 @@ fn a_bad_client_file_is_refused_and_the_previous_records_stay() {
     let path = write_clients(&dir, &standard_clients());
     let gw = file_gateway(&up, &path, "");
     write_clients(&dir, "[[clients]]\nthis is not toml");
-    // Several reload intervals pass; the records in force stay.
+    // Several reload intervals pass; the records in force stay. (A sleep lasts at least this
+    // long, so a loaded machine can only make it see fewer reloads, never fail it.)
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(post(&gw, &form("web", WEB_SECRET)).status(), 200);
     // A good file after the bad one is taken.
@@ -444,10 +445,12 @@ fn registry(delay: Duration) -> Upstream {
     })
 }
 
+/// A validating gateway on the registry at `reg`; its timeout leaves the slowest test registry
+/// (300 ms) seconds of slack on a loaded machine.
 fn registry_gateway(up: &Upstream, reg: std::net::SocketAddr, cache: &str) -> Gateway {
     let extra = format!(
         "[[routes]]\nname = \"token\"\npath = \"/{{env_id}}/as/token\"\nmode = \"validate\"\n\
-         [clients]\nregistry_url = \"http://{reg}/registry\"\nregistry_timeout = \"1s\"\n{cache}"
+         [clients]\nregistry_url = \"http://{reg}/registry\"\nregistry_timeout = \"5s\"\n{cache}"
     );
     Gateway::start(&config(up.addr, &extra))
 }
@@ -523,7 +526,8 @@ fn registry_down_serves_stale_records_within_the_bound() {
     );
     assert_eq!(post(&gw, &form("web", WEB_SECRET)).status(), 200);
     drop(reg);
-    std::thread::sleep(Duration::from_millis(200)); // let the cached record go stale
+    // Let the cached record go stale (a sleep lasts at least this long: it cannot be too short).
+    std::thread::sleep(Duration::from_millis(200));
     assert_eq!(post(&gw, &form("web", WEB_SECRET)).status(), 200);
     // Nothing cached for this one: the registry being down is 503, not 401.
     assert_oauth_error(

@@ -13,6 +13,9 @@ use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use tokengate::config::Settings;
 
+/// How long a test waits for something that should happen at once (a listener opening, an
+/// answer, a reload): generous, so that only a hang or a bug reaches it on a loaded 2-core
+/// machine; a passing test never waits for it.
 pub const WAIT: Duration = Duration::from_secs(10);
 
 // ------------------------------------------------------------------------------------------
@@ -391,10 +394,16 @@ pub fn free_addr() -> SocketAddr {
 }
 
 /// A configuration with one upstream (`up`, at `upstream`) and the given extra TOML.
+///
+/// The read timeout leaves a recording upstream 5 s to answer (it answers at once; the slack is
+/// for a loaded machine), below [`WAIT`] so a hang shows as the gateway's 504. The connect
+/// timeouts stay at 1 s because a test may wait for them (a TLS handshake with a plain-HTTP
+/// upstream); what they bound takes milliseconds: a loopback connect, which the kernel completes
+/// without the peer being scheduled, or a TLS handshake with a gateway on the same machine.
 pub fn config(upstream: SocketAddr, extra: &str) -> String {
     format!(
         "default_upstream = \"up\"\n\
-         [upstreams.up]\nurl = \"http://{upstream}\"\nread_timeout = \"2s\"\n\
+         [upstreams.up]\nurl = \"http://{upstream}\"\nread_timeout = \"5s\"\n\
          connect_timeout = \"1s\"\ntotal_connection_timeout = \"1s\"\n{extra}\n"
     )
 }
