@@ -371,8 +371,7 @@ fn each_endpoints_own_answers_are_relayed_unchanged() {
 #[test]
 fn validation_checks_the_grant_each_endpoint_belongs_to() {
     let up = Upstream::start(Behaviour::default());
-    let dir = std::env::temp_dir().join(format!("tokengate-endpoints-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("endpoints");
     let clients = dir.join("clients.toml");
     let record = |id: &str, secret: &str, grants: &str| {
         format!(

@@ -861,12 +861,11 @@ fn run_upstream(kind: Upstream, dir: &Path) -> Vec<Row> {
 #[test]
 fn interop_matrix_matches_the_readme() {
     ensure_installed();
-    let dir = std::env::temp_dir().join(format!("tokengate-interop-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("interop");
     let handles: Vec<_> = [Upstream::Strict, Upstream::Lenient, Upstream::Raw]
         .into_iter()
         .map(|k| {
-            let dir = dir.clone();
+            let dir = dir.to_path_buf();
             std::thread::spawn(move || run_upstream(k, &dir))
         })
         .collect();
@@ -874,7 +873,7 @@ fn interop_matrix_matches_the_readme() {
         .into_iter()
         .flat_map(|h| h.join().expect("an upstream's cases panicked"))
         .collect();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 
     // Every case works, but for the rows that show a failure on purpose.
     for r in &rows {
@@ -949,8 +948,7 @@ type Case<'a> = (&'a Gateway, Vec<(&'a str, &'a str)>, String, (u16, &'a str));
 #[test]
 fn local_answers_agree_with_the_servers_own() {
     ensure_installed();
-    let dir = std::env::temp_dir().join(format!("tokengate-interop-local-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("interop-local");
     let (as_clients, gw_clients) = (dir.join("as.json"), dir.join("gw.toml"));
     std::fs::write(&as_clients, as_clients_json()).unwrap();
     std::fs::write(&gw_clients, gateway_clients_toml()).unwrap();
@@ -1018,5 +1016,4 @@ fn local_answers_agree_with_the_servers_own() {
             assert_eq!(through, direct, "gateway: {suffix} {headers:?} {body}");
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
