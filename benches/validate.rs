@@ -1,6 +1,7 @@
 //! Criterion benchmarks of validation in place: a client-record cache hit, and a whole validate
 //! decision (extract → lockout check → record → policy → secret → grant → convert) for a known
 //! client. Run: `cargo bench --bench validate`.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1066,6 +1066,7 @@ fn lower_upstream(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,5 +1,6 @@
 //! The real `tokengate` binary: its command line, and the PingOne sample request sent by real curl
 //! through the running gateway to a Basic-only upstream.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

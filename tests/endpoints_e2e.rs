@@ -2,6 +2,7 @@
 //! revocation, RFC 9126 PAR, RFC 8628 device authorization) gets the same conversion, checks and
 //! validation. Each test runs every case of ../shared/interop.md against all five endpoints, with
 //! the real gateway in front of a recording upstream.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -11,6 +11,7 @@
 //! Python `requests` are missing, the first test that needs them runs tests/interop/install.sh,
 //! once per process and under a file lock shared with other test processes. It needs node 20+,
 //! npm and python3 with pip on the machine, and fails saying so when one is missing.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! End-to-end: the admin listener. A known sequence of requests through the real gateway, then
 //! `/metrics` scraped and parsed with a real Prometheus text-format parser, with exact values.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! End-to-end: TLS. A CA and a server certificate are made by the test (rcgen); real curl talks
 //! HTTPS to the gateway, and one gateway talks HTTPS to another, verifying its certificate.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

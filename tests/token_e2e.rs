@@ -1,5 +1,6 @@
 //! End-to-end: the real gateway on a loopback port in front of a recording upstream. Each test is
 //! one rule; assertions are on what the upstream received and what the client got.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! End-to-end: validation in place. The real gateway checks credentials against client records
 //! (a file, or an HTTP registry played by a recording test server) before anything reaches the
 //! recording upstream.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

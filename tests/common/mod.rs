@@ -1,6 +1,7 @@
 //! Test harness: a recording upstream, the real gateway on an ephemeral loopback port, and a raw
 //! HTTP/1.1 client that sends exactly the bytes a test asks for.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
