@@ -1,5 +1,6 @@
 //! Criterion micro-benchmarks of the protocol core's per-request work: parse and convert a typical
 //! token body. Run: `cargo bench --bench core`.
+#![allow(clippy::unwrap_used)]
 
 use base64::Engine;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};

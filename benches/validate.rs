@@ -1,6 +1,7 @@
 //! Criterion benchmarks of validation in place: a client-record cache hit, and a whole validate
 //! decision (extract → lockout check → record → policy → secret → grant → convert) for a known
 //! client. Run: `cargo bench --bench validate`.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
@@ -47,15 +48,24 @@ fn validator(store: FileStore) -> Validator {
     )
 }
 
+/// A directory removed with its files when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
 
-    let dir = std::env::temp_dir().join(format!("tokengate-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("clients.toml");
+    let dir = TempDir(std::env::temp_dir().join(format!("tokengate-bench-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let path = dir.0.join("clients.toml");
     let mut text = String::new();
     for (id, secret) in [
         ("web-sha", hash_sha256(b"Zx9.yQ~4rT-a8kLmN2pQ7sVwXyZ0bC3d")),
@@ -72,7 +82,6 @@ fn bench(c: &mut Criterion) {
     }
     std::fs::write(&path, text).unwrap();
     let v = validator(FileStore::open(&path).unwrap());
-    let _ = std::fs::remove_dir_all(&dir);
 
     let mut g = c.benchmark_group("validate");
 

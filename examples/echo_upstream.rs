@@ -3,6 +3,7 @@
 //! what tokengate forwarded). Binds 127.0.0.1 only.
 //!
 //! cargo run --example echo_upstream -- [PORT] [--quiet]
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

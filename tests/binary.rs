@@ -1,5 +1,6 @@
 //! The real `tokengate` binary: its command line, and the PingOne sample request sent by real curl
 //! through the running gateway to a Basic-only upstream.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -51,7 +52,7 @@ fn check_config_accepts_the_shipped_default() {
 
 #[test]
 fn check_config_rejects_a_bad_file_naming_the_key() {
-    let dir = tempdir();
+    let dir = TempDir::new("bad-config");
     let bad = dir.join("bad.toml");
     std::fs::write(
         &bad,
@@ -169,7 +170,7 @@ fn check_config_validates_the_client_file_it_names() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 client(s)"));
 
-    let dir = tempdir();
+    let dir = TempDir::new("bad-clients");
     std::fs::write(
         dir.join("clients.toml"),
         "[[clients]]\nenv_id = \"e\"\nclient_id = \"a\"\nauth_methods = [\"client_secret_jwt\"]\n",
@@ -196,8 +197,7 @@ fn check_config_validates_the_client_file_it_names() {
 fn sighup_reloads_the_client_file() {
     use tokengate::clients::secret::hash_sha256;
     let up = Upstream::start(Behaviour::default());
-    let dir = tempdir().join("hup");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("hup");
     let client = |id: &str| {
         format!(
             "[[clients]]\nenv_id = \"{}\"\nclient_id = \"{id}\"\nsecret = \"{}\"\n\
@@ -261,16 +261,6 @@ fn sighup_reloads_the_client_file() {
     assert_eq!(ask("first"), 401);
 }
 
-fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "tokengate-test-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// The PingOne documentation's curl sample, aimed at `base`.
 fn pingone_curl(base: &str, client_id: &str, secret: &str) -> std::process::Output {
     Command::new("curl")
@@ -314,7 +304,7 @@ fn pingone_sample_curl_reaches_a_basic_only_upstream_as_rfc6749_basic() {
 
     // The same request through the real binary.
     let port = free_port();
-    let dir = tempdir();
+    let dir = TempDir::new("pingone");
     let conf = dir.join("tokengate.toml");
     std::fs::write(
         &conf,
@@ -358,6 +348,7 @@ fn pingone_sample_curl_reaches_a_basic_only_upstream_as_rfc6749_basic() {
         .status()
         .unwrap()
         .success());
+    // 10 s for a stop configured to take at most 1 s (grace_period 0 s, shutdown_timeout 1 s).
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -390,8 +381,7 @@ fn pingone_sample_curl_reaches_a_basic_only_upstream_as_rfc6749_basic() {
 #[test]
 fn json_access_log_has_one_line_per_request_with_a_hashed_client_id() {
     let up = Upstream::start(Behaviour::default());
-    let dir = tempdir().join("jsonlog");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("jsonlog");
     let port = free_port();
     let conf = dir.join("gw.toml");
     std::fs::write(
@@ -452,8 +442,7 @@ fn json_access_log_has_one_line_per_request_with_a_hashed_client_id() {
 #[test]
 fn sighup_reloads_the_configuration_under_traffic_and_keeps_it_when_the_new_one_is_bad() {
     let up = Upstream::start(Behaviour::default());
-    let dir = tempdir().join("reload");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("reload");
     let port = free_port();
     let admin = free_addr();
     let conf = dir.join("gw.toml");

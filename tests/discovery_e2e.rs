@@ -1,5 +1,6 @@
 //! End-to-end: discovery metadata rewrite (OpenID Connect Discovery and RFC 8414) through the
 //! real gateway, in front of a recording upstream that serves a PingOne-like document.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

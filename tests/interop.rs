@@ -5,14 +5,21 @@
 //! Each case is one upstream behaviour × gateway mode × client stack × client type, run through
 //! every client-authenticated endpoint. The outcome table is rendered from what happened and must
 //! equal README.md's "Interoperability" table (`TOKENGATE_BLESS=1 cargo test --test interop`
-//! rewrites it). Needs `bash tests/interop/install.sh` first (node packages and Python `requests`).
+//! rewrites it).
+//!
+//! The suite installs what it runs itself: when the pinned node packages (package-lock.json) or
+//! Python `requests` are missing, the first test that needs them runs tests/interop/install.sh,
+//! once per process and under a file lock shared with other test processes. It needs node 20+,
+//! npm and python3 with pip on the machine, and fails saying so when one is missing.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, OnceLock};
 use std::time::Duration;
 
 use common::*;
@@ -29,6 +36,131 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+}
+
+// ---- the suite's packages ------------------------------------------------------------------
+
+/// What to install when a tool is missing (Debian/Ubuntu package names).
+const TOOLS_HINT: &str = "the interop suite needs node 20+, npm and python3 with pip \
+                          (Debian/Ubuntu: apt-get install -y nodejs npm python3 python3-pip)";
+
+/// Makes sure the suite's pinned packages are installed, running tests/interop/install.sh when
+/// they are not; panics with what to install when a tool is missing or the install fails. Runs
+/// once per test process; parallel processes (cargo nextest) serialize on a file lock.
+fn ensure_installed() {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    if let Err(e) = INSTALLED.get_or_init(install_if_missing) {
+        panic!("{e}");
+    }
+}
+
+fn install_if_missing() -> Result<(), String> {
+    check_tools()?;
+    if installed() {
+        return Ok(());
+    }
+    let _lock = lock_install()?;
+    // Another process may have installed while this one waited for the lock.
+    if installed() {
+        return Ok(());
+    }
+    eprintln!("interop: installing the suite's packages (tests/interop/install.sh)");
+    let out = Command::new("bash")
+        .arg(interop_dir().join("install.sh"))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run bash tests/interop/install.sh: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "tests/interop/install.sh failed ({}); {TOOLS_HINT}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    if !installed() {
+        return Err(
+            "tests/interop/install.sh succeeded, yet the packages are still missing".to_string(),
+        );
+    }
+    Ok(())
+}
+
+/// node (20 or later), npm and python3 answer `--version`.
+fn check_tools() -> Result<(), String> {
+    let version = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let missing: Vec<&str> = ["node", "npm", "python3"]
+        .into_iter()
+        .filter(|t| version(t).is_none())
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("{} not found: {TOOLS_HINT}", missing.join(", ")));
+    }
+    let node = version("node").unwrap_or_default();
+    let major: u32 = node
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < 20 {
+        return Err(format!("node is {node}: {TOOLS_HINT}"));
+    }
+    Ok(())
+}
+
+/// The node packages were installed from the current package-lock.json (install.sh's stamp holds
+/// its sha256), and Python `requests` imports.
+fn installed() -> bool {
+    use sha2::{Digest, Sha256};
+    let dir = interop_dir();
+    let Ok(lock) = std::fs::read(dir.join("package-lock.json")) else {
+        return false;
+    };
+    let want: String = Sha256::digest(&lock)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let stamp =
+        std::fs::read_to_string(dir.join("node_modules/.installed-from")).unwrap_or_default();
+    stamp.trim() == want
+        && Command::new("python3")
+            .args(["-c", "import requests"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// Takes an exclusive `flock` on tests/interop/.install.lock; it is held until the returned file
+/// is dropped (closed), and released by the kernel if the process dies.
+fn lock_install() -> Result<std::fs::File, String> {
+    let path = interop_dir().join(".install.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    loop {
+        // SAFETY: flock on a file descriptor this function owns and keeps open.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(file);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!("cannot lock {}: {e}", path.display()));
+        }
+    }
 }
 
 /// A client registered at the authorization server (and, for validating routes, in the gateway's
@@ -198,6 +330,7 @@ impl Upstream {
 
 impl AuthServer {
     fn start(kind: Upstream, clients_file: &Path) -> AuthServer {
+        ensure_installed();
         let mut cmd = Command::new("node");
         cmd.arg(interop_dir().join("as.mjs"))
             .args(["--env", ENV_ID, "--clients"])
@@ -216,7 +349,7 @@ impl AuthServer {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("node runs (see tests/interop/install.sh)");
+            .expect("node runs");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -232,9 +365,7 @@ impl AuthServer {
         else {
             let _ = child.kill();
             let _ = child.wait();
-            panic!(
-                "the authorization server did not start: {line:?} (run tests/interop/install.sh)"
-            );
+            panic!("the authorization server did not start: {line:?}");
         };
         AuthServer { child, port }
     }
@@ -730,12 +861,12 @@ fn run_upstream(kind: Upstream, dir: &Path) -> Vec<Row> {
 
 #[test]
 fn interop_matrix_matches_the_readme() {
-    let dir = std::env::temp_dir().join(format!("tokengate-interop-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    ensure_installed();
+    let dir = TempDir::new("interop");
     let handles: Vec<_> = [Upstream::Strict, Upstream::Lenient, Upstream::Raw]
         .into_iter()
         .map(|k| {
-            let dir = dir.clone();
+            let dir = dir.to_path_buf();
             std::thread::spawn(move || run_upstream(k, &dir))
         })
         .collect();
@@ -743,7 +874,7 @@ fn interop_matrix_matches_the_readme() {
         .into_iter()
         .flat_map(|h| h.join().expect("an upstream's cases panicked"))
         .collect();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 
     // Every case works, but for the rows that show a failure on purpose.
     for r in &rows {
@@ -817,8 +948,8 @@ type Case<'a> = (&'a Gateway, Vec<(&'a str, &'a str)>, String, (u16, &'a str));
 /// wrong secret on a validating route.
 #[test]
 fn local_answers_agree_with_the_servers_own() {
-    let dir = std::env::temp_dir().join(format!("tokengate-interop-local-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    ensure_installed();
+    let dir = TempDir::new("interop-local");
     let (as_clients, gw_clients) = (dir.join("as.json"), dir.join("gw.toml"));
     std::fs::write(&as_clients, as_clients_json()).unwrap();
     std::fs::write(&gw_clients, gateway_clients_toml()).unwrap();
@@ -886,5 +1017,4 @@ fn local_answers_agree_with_the_servers_own() {
             assert_eq!(through, direct, "gateway: {suffix} {headers:?} {body}");
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

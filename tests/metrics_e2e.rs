@@ -1,5 +1,6 @@
 //! End-to-end: the admin listener. A known sequence of requests through the real gateway, then
 //! `/metrics` scraped and parsed with a real Prometheus text-format parser, with exact values.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -261,8 +262,7 @@ fn healthz_readyz_and_unknown_paths() {
 #[test]
 fn admin_token_guards_everything_but_healthz_and_the_client_view_shows_no_secret() {
     let up = Upstream::start(Behaviour::default());
-    let dir = std::env::temp_dir().join(format!("tokengate-admin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("admin");
     let hash = tokengate::clients::secret::hash_sha256(b"s");
     let env = ENV.split('/').nth(1).unwrap();
     std::fs::write(

@@ -1,25 +1,25 @@
 //! End-to-end: TLS. A CA and a server certificate are made by the test (rcgen); real curl talks
 //! HTTPS to the gateway, and one gateway talks HTTPS to another, verifying its certificate.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
 
+/// Its files are removed when it is dropped: keep it past the gateways that use them.
 struct Pki {
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 impl Pki {
     /// A CA, and a certificate for 127.0.0.1 and localhost signed by it.
     fn new(name: &str) -> Pki {
-        let dir = std::env::temp_dir().join(format!("tokengate-tls-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new(&format!("tls-{name}"));
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

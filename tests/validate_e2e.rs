@@ -1,6 +1,7 @@
 //! End-to-end: validation in place. The real gateway checks credentials against client records
 //! (a file, or an HTTP registry played by a recording test server) before anything reaches the
 //! recording upstream.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -15,12 +16,6 @@ use tokengate::clients::secret::{hash_argon2id, hash_sha256};
 const ENV_ID: &str = "5a0b3c2d-1111-2222-3333-444455556666";
 const WEB_SECRET: &str = "web-s3cr:t+/é%41";
 const BASIC_SECRET: &str = "b4sic:&=secret";
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tokengate-validate-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn record(client_id: &str, secret: Option<&str>, methods: &str, extra: &str) -> String {
     let secret = secret
@@ -102,11 +97,8 @@ fn form(client_id: &str, secret: &str) -> String {
 #[test]
 fn valid_post_client_is_forwarded_as_the_basic_its_upstream_demands() {
     let up = Upstream::start(Behaviour::default());
-    let gw = file_gateway(
-        &up,
-        &write_clients(&temp_dir("post"), &standard_clients()),
-        "",
-    );
+    let dir = TempDir::new("validate-post");
+    let gw = file_gateway(&up, &write_clients(&dir, &standard_clients()), "");
     let resp = post(&gw, &form("web", WEB_SECRET));
     assert_eq!(resp.status(), 200, "{resp:?}");
     let got = up.only();
@@ -126,7 +118,7 @@ fn valid_post_client_is_forwarded_as_the_basic_its_upstream_demands() {
 #[test]
 fn raw_basic_credentials_are_accepted_when_the_record_confirms_them() {
     let up = Upstream::start(Behaviour::default());
-    let dir = temp_dir("raw-basic");
+    let dir = TempDir::new("validate-raw-basic");
     let clients = [
         standard_clients(),
         record(
@@ -180,11 +172,8 @@ fn raw_basic_credentials_are_accepted_when_the_record_confirms_them() {
 #[test]
 fn valid_basic_client_with_an_argon2id_secret_is_forwarded_as_post() {
     let up = Upstream::start(Behaviour::default());
-    let gw = file_gateway(
-        &up,
-        &write_clients(&temp_dir("argon"), &standard_clients()),
-        "",
-    );
+    let dir = TempDir::new("validate-argon");
+    let gw = file_gateway(&up, &write_clients(&dir, &standard_clients()), "");
     for _ in 0..3 {
         let resp = post_basic(
             &gw,
@@ -205,11 +194,8 @@ fn valid_basic_client_with_an_argon2id_secret_is_forwarded_as_post() {
 #[test]
 fn wrong_secret_unknown_client_and_disabled_client_get_the_same_401() {
     let up = Upstream::start(Behaviour::default());
-    let gw = file_gateway(
-        &up,
-        &write_clients(&temp_dir("same401"), &standard_clients()),
-        "",
-    );
+    let dir = TempDir::new("validate-same401");
+    let gw = file_gateway(&up, &write_clients(&dir, &standard_clients()), "");
     let wrong = post(&gw, &form("web", "not-the-secret"));
     let unknown = post(&gw, &form("nobody", "whatever"));
     let disabled = post(&gw, &form("off", "off-secret"));
@@ -232,11 +218,8 @@ fn wrong_secret_unknown_client_and_disabled_client_get_the_same_401() {
 #[test]
 fn method_not_allowed_for_the_client_is_401_without_naming_the_allowed_ones() {
     let up = Upstream::start(Behaviour::default());
-    let gw = file_gateway(
-        &up,
-        &write_clients(&temp_dir("method"), &standard_clients()),
-        "",
-    );
+    let dir = TempDir::new("validate-method");
+    let gw = file_gateway(&up, &write_clients(&dir, &standard_clients()), "");
     let resp = post(&gw, &form("basic-only", BASIC_SECRET));
     assert_oauth_error(&resp, 401, "invalid_client");
     let d = resp.json()["error_description"]
@@ -253,11 +236,8 @@ fn method_not_allowed_for_the_client_is_401_without_naming_the_allowed_ones() {
 #[test]
 fn grant_type_not_allowed_is_400_unauthorized_client() {
     let up = Upstream::start(Behaviour::default());
-    let gw = file_gateway(
-        &up,
-        &write_clients(&temp_dir("grant"), &standard_clients()),
-        "",
-    );
+    let dir = TempDir::new("validate-grant");
+    let gw = file_gateway(&up, &write_clients(&dir, &standard_clients()), "");
     let body = form("web", WEB_SECRET).replace("client_credentials", "password");
     assert_oauth_error(&post(&gw, &body), 400, "unauthorized_client");
     assert!(up.received().is_empty());
@@ -266,11 +246,8 @@ fn grant_type_not_allowed_is_400_unauthorized_client() {
 #[test]
 fn public_client_passes_unchanged_and_a_secretless_confidential_client_does_not() {
     let up = Upstream::start(Behaviour::default());
-    let gw = file_gateway(
-        &up,
-        &write_clients(&temp_dir("public"), &standard_clients()),
-        "",
-    );
+    let dir = TempDir::new("validate-public");
+    let gw = file_gateway(&up, &write_clients(&dir, &standard_clients()), "");
     let body = "grant_type=authorization_code&client_id=spa&code=c&code_verifier=v";
     assert_eq!(post(&gw, body).status(), 200);
     assert_eq!(up.only().body_str(), body);
@@ -290,7 +267,8 @@ fn validate_combines_with_the_routes_conversion_for_clients_without_an_upstream_
         "[\"client_secret_post\"]",
         "",
     );
-    let path = write_clients(&temp_dir("combine"), &clients);
+    let dir = TempDir::new("validate-combine");
+    let path = write_clients(&dir, &clients);
     let extra = format!(
         "[[routes]]\nname = \"token\"\npath = \"/{{env_id}}/as/token\"\nmode = \"to_basic\"\n\
          validate = true\n[clients]\nfile = \"{}\"\n",
@@ -315,11 +293,8 @@ fn repeated_failures_lock_the_client_out_with_429_even_for_the_right_secret() {
     let up = Upstream::start(Behaviour::default());
     let lockout =
         "[lockout]\nwindow = \"60s\"\nmax_failures_per_client = 3\nmax_failures_per_ip = 1000\n";
-    let gw = file_gateway(
-        &up,
-        &write_clients(&temp_dir("lock"), &standard_clients()),
-        lockout,
-    );
+    let dir = TempDir::new("validate-lock");
+    let gw = file_gateway(&up, &write_clients(&dir, &standard_clients()), lockout);
     for _ in 0..3 {
         assert_eq!(post(&gw, &form("web", "guess")).status(), 401);
         assert_eq!(post(&gw, &form("ghost", "guess")).status(), 401);
@@ -344,11 +319,8 @@ fn repeated_failures_lock_the_client_out_with_429_even_for_the_right_secret() {
 fn repeated_failures_from_one_address_lock_that_address_out() {
     let up = Upstream::start(Behaviour::default());
     let lockout = "[lockout]\nmax_failures_per_client = 1000\nmax_failures_per_ip = 5\n";
-    let gw = file_gateway(
-        &up,
-        &write_clients(&temp_dir("lockip"), &standard_clients()),
-        lockout,
-    );
+    let dir = TempDir::new("validate-lockip");
+    let gw = file_gateway(&up, &write_clients(&dir, &standard_clients()), lockout);
     for i in 0..5 {
         assert_eq!(post(&gw, &form(&format!("id{i}"), "x")).status(), 401);
     }
@@ -361,7 +333,7 @@ fn repeated_failures_from_one_address_lock_that_address_out() {
 #[test]
 fn client_file_reload_under_traffic_fails_no_request() {
     let up = Upstream::start(Behaviour::default());
-    let dir = temp_dir("reload");
+    let dir = TempDir::new("validate-reload");
     let path = write_clients(&dir, &standard_clients());
     let gw = Arc::new(file_gateway(&up, &path, ""));
 
@@ -397,11 +369,12 @@ fn client_file_reload_under_traffic_fails_no_request() {
 #[test]
 fn a_bad_client_file_is_refused_and_the_previous_records_stay() {
     let up = Upstream::start(Behaviour::default());
-    let dir = temp_dir("badfile");
+    let dir = TempDir::new("validate-badfile");
     let path = write_clients(&dir, &standard_clients());
     let gw = file_gateway(&up, &path, "");
     write_clients(&dir, "[[clients]]\nthis is not toml");
-    // Several reload intervals pass; the records in force stay.
+    // Several reload intervals pass; the records in force stay. (A sleep lasts at least this
+    // long, so a loaded machine can only make it see fewer reloads, never fail it.)
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(post(&gw, &form("web", WEB_SECRET)).status(), 200);
     // A good file after the bad one is taken.
@@ -444,10 +417,12 @@ fn registry(delay: Duration) -> Upstream {
     })
 }
 
+/// A validating gateway on the registry at `reg`; its timeout leaves the slowest test registry
+/// (300 ms) seconds of slack on a loaded machine.
 fn registry_gateway(up: &Upstream, reg: std::net::SocketAddr, cache: &str) -> Gateway {
     let extra = format!(
         "[[routes]]\nname = \"token\"\npath = \"/{{env_id}}/as/token\"\nmode = \"validate\"\n\
-         [clients]\nregistry_url = \"http://{reg}/registry\"\nregistry_timeout = \"1s\"\n{cache}"
+         [clients]\nregistry_url = \"http://{reg}/registry\"\nregistry_timeout = \"5s\"\n{cache}"
     );
     Gateway::start(&config(up.addr, &extra))
 }
@@ -523,7 +498,8 @@ fn registry_down_serves_stale_records_within_the_bound() {
     );
     assert_eq!(post(&gw, &form("web", WEB_SECRET)).status(), 200);
     drop(reg);
-    std::thread::sleep(Duration::from_millis(200)); // let the cached record go stale
+    // Let the cached record go stale (a sleep lasts at least this long: it cannot be too short).
+    std::thread::sleep(Duration::from_millis(200));
     assert_eq!(post(&gw, &form("web", WEB_SECRET)).status(), 200);
     // Nothing cached for this one: the registry being down is 503, not 401.
     assert_oauth_error(

@@ -108,17 +108,42 @@ impl FileStore {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     const ONE: &str = "[[clients]]\nenv_id = \"e\"\nclient_id = \"a\"\nauth_methods = [\"none\"]\n";
     const TWO: &str = "[[clients]]\nenv_id = \"e\"\nclient_id = \"b\"\nauth_methods = [\"none\"]\n";
 
-    fn temp_file(name: &str, text: &str) -> PathBuf {
+    /// A client file in a directory of its own, removed when dropped.
+    struct TempFile(PathBuf);
+
+    impl std::ops::Deref for TempFile {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl AsRef<Path> for TempFile {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    fn temp_file(name: &str, text: &str) -> TempFile {
         let dir =
             std::env::temp_dir().join(format!("tokengate-file-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("clients.toml");
+        let p = TempFile(dir.join("clients.toml"));
         std::fs::write(&p, text).unwrap();
         p
     }

@@ -44,6 +44,7 @@ pub fn check_grant(record: &ClientRecord, grant_type: Option<&[u8]>) -> Result<(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

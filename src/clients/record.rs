@@ -234,6 +234,7 @@ pub fn parse_registry_record(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

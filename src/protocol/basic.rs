@@ -158,6 +158,7 @@ pub fn encode(creds: &Credentials, encoding: BasicEncoding) -> Result<String, Ba
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -1,9 +1,11 @@
 //! Test harness: a recording upstream, the real gateway on an ephemeral loopback port, and a raw
 //! HTTP/1.1 client that sends exactly the bytes a test asks for.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -13,6 +15,9 @@ use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use tokengate::config::Settings;
 
+/// How long a test waits for something that should happen at once (a listener opening, an
+/// answer, a reload): generous, so that only a hang or a bug reaches it on a loaded 2-core
+/// machine; a passing test never waits for it.
 pub const WAIT: Duration = Duration::from_secs(10);
 
 // ------------------------------------------------------------------------------------------
@@ -142,6 +147,45 @@ pub fn read_message(
         r.read_to_end(&mut msg.body)?;
     }
     Ok(Some(msg))
+}
+
+// ------------------------------------------------------------------------------------------
+// Temporary directories.
+
+/// A new, empty directory under the system's temporary directory (its name holds the process id,
+/// a counter and `name`), removed with everything in it when dropped. Keep it alive for as long
+/// as anything reads from it, a running gateway included: declare it before the gateway.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("tokengate-{name}-{}-{n}", std::process::id()));
+        // Left behind by a killed process that had the same id.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -391,10 +435,16 @@ pub fn free_addr() -> SocketAddr {
 }
 
 /// A configuration with one upstream (`up`, at `upstream`) and the given extra TOML.
+///
+/// The read timeout leaves a recording upstream 5 s to answer (it answers at once; the slack is
+/// for a loaded machine), below [`WAIT`] so a hang shows as the gateway's 504. The connect
+/// timeouts stay at 1 s because a test may wait for them (a TLS handshake with a plain-HTTP
+/// upstream); what they bound takes milliseconds: a loopback connect, which the kernel completes
+/// without the peer being scheduled, or a TLS handshake with a gateway on the same machine.
 pub fn config(upstream: SocketAddr, extra: &str) -> String {
     format!(
         "default_upstream = \"up\"\n\
-         [upstreams.up]\nurl = \"http://{upstream}\"\nread_timeout = \"2s\"\n\
+         [upstreams.up]\nurl = \"http://{upstream}\"\nread_timeout = \"5s\"\n\
          connect_timeout = \"1s\"\ntotal_connection_timeout = \"1s\"\n{extra}\n"
     )
 }
