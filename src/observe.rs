@@ -163,6 +163,7 @@ fn logged_client_id(id: Option<&[u8]>, how: ClientIdLogging) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

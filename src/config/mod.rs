@@ -5,6 +5,7 @@
 
 mod file;
 mod lower;
+mod routes;
 mod settings;
 
 pub use settings::*;
@@ -61,6 +62,7 @@ impl Settings {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::path::Path;
     use std::sync::Arc;

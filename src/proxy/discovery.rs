@@ -108,6 +108,7 @@ pub fn prepare_head(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
