@@ -1,4 +1,4 @@
-//! The command line: `tokengate run`, `tokengate check-config`.
+//! The command line: `tokengate run`, `tokengate check-config`, `tokengate hash-secret`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

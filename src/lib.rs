@@ -1,13 +1,23 @@
-//! tokengate: an OAuth 2.0 token-endpoint gateway on Pingora.
+//! tokengate: an OAuth 2.0 token-endpoint gateway on Pingora. ARCHITECTURE.md tells the life of a
+//! request through these modules.
 //!
-//! - [`protocol`]: the pure core (form parsing, RFC 6749 §2.3.1 Basic, decisions, error bodies).
+//! - [`protocol`]: the pure core (form parsing, RFC 6749 §2.3.1 Basic, authentication methods,
+//!   decisions, discovery rewrite, error bodies).
 //! - [`routing`]: which route a path belongs to (pure).
-//! - [`config`]: the TOML file, validated and lowered into [`config::Settings`].
+//! - [`config`]: the TOML file ([`config`]'s `file`), validated and lowered into the model,
+//!   [`config::Settings`].
+//! - [`clients`]: client records, their sources behind one [`clients::store::ClientStore`], secrets,
+//!   per-client policy.
+//! - [`validate`]: validation in place (lockout, record, policy, secret, grant type).
+//! - [`lockout`]: brute-force counters behind the [`lockout::FailureLimiter`] seam.
 //! - [`upstream`]: upstream peers, timeouts and name resolution.
+//! - [`runtime`]: the running configuration, swapped whole on reload.
 //! - [`exchange`]: the seam between a decision and the request the upstream receives.
-//! - [`proxy`]: the Pingora `ProxyHttp` glue.
-//! - [`server`]: building and running the Pingora server.
-//! - [`cli`]: the command line.
+//! - [`proxy`]: the Pingora `ProxyHttp` glue: a dispatcher and one unit per route kind.
+//! - [`observe`]: metrics and the access log line of a finished request.
+//! - [`metrics`], [`admin`]: the Prometheus registry; the admin listener.
+//! - [`background`]: the reloader and the upstream resolver.
+//! - [`server`], [`logging`], [`cli`]: server assembly, log output, the command line.
 
 pub mod admin;
 pub mod background;

@@ -1,5 +1,5 @@
 //! Client records from a file (TOML or JSON), re-read when it changes or on SIGHUP (driven by
-//! [`crate::runtime::Reloader`]).
+//! [`crate::background::Reloader`]).
 //!
 //! A new version is parsed and validated whole before it replaces the records in force (one atomic
 //! swap: requests see either the old or the new set, never a mix). A bad file is logged and

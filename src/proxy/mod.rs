@@ -1,5 +1,5 @@
 //! The Pingora glue: one `ProxyHttp` implementation that routes each request and hands each phase
-//! to its route kind's unit ([`token`], [`discovery`]; anything else passes untouched). Read top
+//! to its route kind's unit (`token`, `discovery`; anything else passes untouched). Read top
 //! to bottom, it is the life of a request; what is reported at its end is [`crate::observe`]'s.
 
 mod answer;
