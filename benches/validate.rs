@@ -3,6 +3,7 @@
 //! client. Run: `cargo bench --bench validate`.
 #![allow(clippy::unwrap_used)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,8 +11,9 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use tokengate::clients::cache::{CacheConfig, Fetch, FetchError, Lookup, ReadThrough};
 use tokengate::clients::file::FileStore;
 use tokengate::clients::record::{ClientKey, ClientRecord};
-use tokengate::clients::secret::{hash_argon2id, hash_sha256, VerifiedCache};
+use tokengate::clients::secret::{hash_argon2id, hash_sha256};
 use tokengate::clients::store::ClientStore;
+use tokengate::clients::verifier::{Verifier, VerifierConfig};
 use tokengate::lockout::{LocalLimiter, LockoutConfig};
 use tokengate::protocol::{extract, BasicEncoding, Conversion, Endpoint};
 use tokengate::validate::Validator;
@@ -39,8 +41,12 @@ impl Fetch<ClientKey, ClientRecord> for One {
 fn validator(store: FileStore) -> Validator {
     Validator::new(
         ClientStore::file(store),
-        VerifiedCache::new(Duration::from_secs(300), 100_000),
-        Box::new(LocalLimiter::new(LockoutConfig {
+        Arc::new(Verifier::new(VerifierConfig {
+            remember_for: Duration::from_secs(300),
+            capacity: 100_000,
+            max_pending: 64,
+        })),
+        Arc::new(LocalLimiter::new(LockoutConfig {
             window: Duration::from_secs(60),
             max_failures_per_client: 10,
             max_failures_per_ip: 100,

@@ -59,15 +59,20 @@ pub struct Reloader {
 impl Reloader {
     fn reload_client_file(&self, force: bool) {
         let rt = self.shared.load();
-        let Some(store) = rt.client_store() else {
+        let Some(validator) = &rt.validator else {
             return;
         };
+        let store = validator.store();
         match store.reload(force) {
-            Ok(true) => tracing::info!(
-                clients = store.stats().records,
-                generation = store.stats().file_generation,
-                "client file reloaded"
-            ),
+            Ok(true) => {
+                // New records may use another kind of secret: have its dummy ready.
+                validator.verifier().prepare_dummy(store.typical_profile());
+                tracing::info!(
+                    clients = store.stats().records,
+                    generation = store.stats().file_generation,
+                    "client file reloaded"
+                )
+            }
             Ok(false) => {}
             Err(e) => tracing::error!(
                 error = %e,
@@ -79,9 +84,10 @@ impl Reloader {
     async fn reload_config(&self, path: PathBuf) {
         let current = self.shared.load_full();
         let generation = current.generation + 1;
+        let previous = current.clone();
         let built = tokio::task::spawn_blocking(move || {
             let settings = Settings::load(&path).map_err(|e| e.to_string())?;
-            Runtime::build(settings, generation)
+            Runtime::build(settings, generation, Some(&previous))
         })
         .await
         .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));

@@ -4,6 +4,7 @@
 //! - [`protocol`]: the pure core (form parsing, RFC 6749 §2.3.1 Basic, authentication methods,
 //!   decisions, discovery rewrite, error bodies).
 //! - [`routing`]: which route a path belongs to (pure).
+//! - [`client_addr`]: the client's address behind trusted proxies (pure).
 //! - [`config`]: the TOML file ([`config`]'s `file`), validated and lowered into the model,
 //!   [`config::Settings`].
 //! - [`clients`]: client records, their sources behind one [`clients::store::ClientStore`], secrets,
@@ -22,6 +23,7 @@
 pub mod admin;
 pub mod background;
 pub mod cli;
+pub mod client_addr;
 pub mod clients;
 pub mod config;
 pub mod exchange;

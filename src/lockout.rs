@@ -1,22 +1,27 @@
-//! Brute-force protection: failed client authentications are counted per `client_id` and per
-//! source address; once either is over its threshold the gateway answers `429 Too Many Requests`
-//! with `Retry-After` without asking the upstream.
+//! Brute-force protection: failed client authentications are counted per client (envID and
+//! `client_id`) and per source address; once either is over its threshold the gateway answers
+//! `429 Too Many Requests` with `Retry-After` instead of verifying the secret.
 //!
-//! [`FailureLimiter`] is the seam (a shared backend such as Redis can implement it later);
-//! [`LocalLimiter`] is the in-process implementation on [`pingora_limits::rate::Rate`], a pair
-//! of count-min sketches (current and previous window). Memory is fixed at construction and does
-//! not depend on how many distinct ids or addresses attackers send.
+//! [`FailureLimiter`] is the seam (a shared backend such as Redis implements it for several
+//! replicas); [`LocalLimiter`] is the in-process implementation: for each kind of key a pair of
+//! count-min sketches ([`pingora_limits::estimator::Estimator`]), one per window. Memory is fixed
+//! at construction and does not depend on how many distinct ids or addresses attackers send.
+//!
+//! # Reserving before verifying
+//!
+//! A failure is *reserved* before a secret is verified ([`FailureLimiter::reserve`]) and
+//! *released* when it verified ([`FailureLimiter::release`]). Reservations for one key are
+//! serialized, so however many guesses arrive at once, at most the threshold of them are let
+//! through to verification; the rest are locked out without costing a verification.
 //!
 //! # Windows
 //!
-//! `Rate` keeps the counts of the current and the previous window. Windows are not aligned to
-//! the wall clock: a new window starts at the first use of the limiter after the previous one
-//! has lasted `window` (and if a whole window passes without any use, both counts are cleared).
-//! A key is locked while the failures counted in the current window, or in the previous one,
-//! reach its threshold; a lockout therefore does not vanish at a window boundary and lasts until
-//! the end of the window after the one in which the threshold was reached (if no further
-//! failures are recorded; callers do not record failures for requests rejected as locked).
-//! The `Retry-After` given is the time left in the *current* window, so a client that was
+//! Windows follow each other from the limiter's creation (window `n` covers
+//! `[n × window, (n + 1) × window)` of its age). A key is locked while the failures counted in the
+//! current window, or in the previous one, reach its threshold; a lockout therefore does not
+//! vanish at a window boundary and lasts until the end of the window after the one in which the
+//! threshold was reached (if no further failures are recorded; requests refused as locked record
+//! none). The `Retry-After` given is the time left in the *current* window, so a client that was
 //! locked in the current window and retries then may be told to wait once more.
 //!
 //! # Accuracy
@@ -24,7 +29,7 @@
 //! A count-min sketch never under-counts, but may over-count when many keys share its counters:
 //! with `d` rows of `w` counters and `N` failures in a window spread over distinct keys, an
 //! unrelated key reads as locked with probability about `P[Poisson(N / w) >= threshold] ^ d`.
-//! The default client-id sketch ([`SketchSize::CLIENTS`], 4 × 2^18 counters, 16 MiB for the two
+//! The default client sketch ([`SketchSize::CLIENTS`], 4 × 2^18 counters, 16 MiB for the two
 //! windows) keeps that below 1e-9 for a flood of one million distinct ids per window at a
 //! threshold of 10 (about 1 % at a threshold of 5). The address sketch ([`SketchSize::IPS`],
 //! 4 × 2^16 counters, 4 MiB) is smaller because every distinct source address costs an attacker
@@ -39,28 +44,48 @@
 //! attacker cannot dodge the limit by rotating through their own prefix.
 
 use std::fmt;
-use std::hash::Hash;
+use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, Ipv6Addr};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-use pingora_limits::rate::{Rate, RateComponents};
+use pingora_limits::estimator::Estimator;
+
+/// Whose failure it is: the client (within its environment) and the source address.
+#[derive(Debug, Clone, Copy)]
+pub struct Who<'a> {
+    pub env_id: &'a str,
+    pub client_id: &'a [u8],
+    pub ip: Option<IpAddr>,
+}
+
+/// One failure, counted until it is released.
+#[derive(Debug)]
+#[must_use = "a reservation counts as a failure unless it is released"]
+pub struct Reservation {
+    window: u64,
+    client: Option<u64>,
+    ip: Option<u64>,
+}
 
 /// Counts authentication failures and says when a client or address is locked out.
 pub trait FailureLimiter: Send + Sync {
-    /// `Some(retry_after)` when either the client_id or the IP is over its threshold.
-    fn check(&self, client_id: &[u8], ip: Option<IpAddr>) -> Option<Duration>;
-    /// Records one failed authentication for both keys.
-    fn record_failure(&self, client_id: &[u8], ip: Option<IpAddr>);
+    /// `Some(retry_after)` when either the client or the address is over its threshold.
+    fn check(&self, who: &Who<'_>) -> Option<Duration>;
+    /// Counts one failure for both keys, unless either is locked (`Err(retry_after)`: nothing is
+    /// counted). The failure stays counted unless the reservation is released.
+    fn reserve(&self, who: &Who<'_>) -> Result<Reservation, Duration>;
+    /// Takes back a reserved failure: the verification it was reserved for succeeded.
+    fn release(&self, reservation: Reservation);
 }
 
 /// Thresholds of a [`LocalLimiter`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockoutConfig {
-    /// Length of a counting window. [`LocalLimiter`] clamps it to 1 s ..= 7 days (shorter
-    /// windows can make `pingora_limits::rate::Rate` panic under concurrent use in its first
-    /// second).
+    /// Length of a counting window; [`LocalLimiter`] clamps it to 1 s ..= 7 days.
     pub window: Duration,
-    /// Failures per window after which a client_id is locked; `0` disables the per-client limit.
+    /// Failures per window after which a client is locked; `0` disables the per-client limit.
     pub max_failures_per_client: u32,
     /// Failures per window after which a source address is locked; `0` disables the per-address
     /// limit.
@@ -78,7 +103,7 @@ pub struct SketchSize {
 }
 
 impl SketchSize {
-    /// Default for client ids: 4 × 2^18 counters (16 MiB for both windows).
+    /// Default for clients: 4 × 2^18 counters (16 MiB for both windows).
     pub const CLIENTS: SketchSize = SketchSize {
         hashes: 4,
         slots: 1 << 18,
@@ -93,42 +118,69 @@ impl SketchSize {
 const MIN_WINDOW: Duration = Duration::from_secs(1);
 const MAX_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Failure counts for one kind of key, with its threshold.
+/// The counts of one window, tagged with the window's number.
+struct Slot {
+    window: AtomicU64,
+    counts: Estimator,
+}
+
+/// Failure counts for one kind of key, in two alternating windows, with its threshold.
 struct Counter {
-    rate: Rate,
+    slots: [Slot; 2],
     max: isize,
 }
 
 impl Counter {
     /// `None` when the threshold is 0 (limit disabled: nothing is counted).
-    fn new(window: Duration, max: u32, size: SketchSize) -> Option<Counter> {
+    fn new(max: u32, size: SketchSize) -> Option<Counter> {
         if max == 0 {
             return None;
         }
+        let slot = |window| Slot {
+            window: AtomicU64::new(window),
+            counts: Estimator::new(size.hashes.max(1), size.slots.max(1)),
+        };
         Some(Counter {
-            rate: Rate::new_with_estimator_config(window, size.hashes.max(1), size.slots.max(1)),
+            // Window 0 starts now; the other slot stands for a window that never was.
+            slots: [slot(0), slot(u64::MAX)],
             max: isize::try_from(max).unwrap_or(isize::MAX),
         })
     }
 
-    fn record<T: Hash>(&self, key: &T) {
-        self.rate.observe(key, 1);
+    /// The slot `window` is counted in (it may still hold an older window).
+    fn slot(&self, window: u64) -> &Slot {
+        &self.slots[(window % 2) as usize]
     }
 
-    /// Time left in the current window if `key` is locked.
-    fn check<T: Hash>(&self, key: &T) -> Option<Duration> {
-        // `rate_with` reports the window as of its last rotation; observing nothing first makes
-        // `Rate` rotate if a window has ended, so the counts and the fraction below are current.
-        self.rate.observe(key, 0);
-        let (previous, current, left) = self.rate.rate_with(key, |c: RateComponents| {
-            let left = 1.0 - c.current_interval_fraction;
-            (
-                c.prev_samples,
-                c.curr_samples,
-                c.interval.mul_f64(left.clamp(0.0, 1.0)),
-            )
-        });
-        (current >= self.max || previous >= self.max).then(|| round_up_secs(left))
+    /// The count of `key` in `window` (0 if that window's slot holds another).
+    fn count(&self, key: u64, window: u64) -> isize {
+        let slot = self.slot(window);
+        if slot.window.load(Ordering::Acquire) == window {
+            slot.counts.get(key)
+        } else {
+            0
+        }
+    }
+
+    fn locked(&self, key: u64, window: u64) -> bool {
+        self.count(key, window) >= self.max
+            || (window > 0 && self.count(key, window - 1) >= self.max)
+    }
+
+    fn add(&self, key: u64, window: u64, n: isize) {
+        let slot = self.slot(window);
+        if slot.window.load(Ordering::Acquire) == window {
+            slot.counts.incr(key, n);
+        }
+    }
+
+    /// Makes `window`'s slot current (clearing what an older window left in it).
+    fn rotate_to(&self, window: u64) {
+        let slot = self.slot(window);
+        if slot.window.load(Ordering::Acquire) != window {
+            slot.counts.reset();
+            slot.window.store(window, Ordering::Release);
+        }
     }
 }
 
@@ -150,12 +202,22 @@ fn address_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// In-process [`FailureLimiter`] with fixed memory: one [`Rate`] for client ids, one for source
-/// addresses. See the module docs for window semantics and accuracy.
+/// Reservations for keys in one stripe are serialized (see the module docs).
+const STRIPES: usize = 64;
+
+/// In-process [`FailureLimiter`] with fixed memory. See the module docs for window semantics and
+/// accuracy.
 pub struct LocalLimiter {
     config: LockoutConfig,
+    started: Instant,
     clients: Option<Counter>,
     ips: Option<Counter>,
+    /// Keys are hashed once, with a per-process random key, then counted by that hash.
+    hasher: RandomState,
+    /// The window the slots were last rotated to.
+    current: AtomicU64,
+    rotation: Mutex<()>,
+    stripes: Box<[Mutex<()>]>,
 }
 
 impl fmt::Debug for LocalLimiter {
@@ -166,6 +228,11 @@ impl fmt::Debug for LocalLimiter {
     }
 }
 
+fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
+    // The mutexes guard no data: a panic while one was held left nothing half-done.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl LocalLimiter {
     /// A limiter with the default sketch sizes ([`SketchSize::CLIENTS`], [`SketchSize::IPS`]).
     /// All memory is allocated here.
@@ -173,14 +240,19 @@ impl LocalLimiter {
         Self::with_sketch(config, SketchSize::CLIENTS, SketchSize::IPS)
     }
 
-    /// A limiter with explicit sketch sizes for client ids and addresses.
+    /// A limiter with explicit sketch sizes for clients and addresses.
     pub fn with_sketch(config: LockoutConfig, clients: SketchSize, ips: SketchSize) -> Self {
         let window = config.window.clamp(MIN_WINDOW, MAX_WINDOW);
         let config = LockoutConfig { window, ..config };
         LocalLimiter {
-            clients: Counter::new(window, config.max_failures_per_client, clients),
-            ips: Counter::new(window, config.max_failures_per_ip, ips),
+            clients: Counter::new(config.max_failures_per_client, clients),
+            ips: Counter::new(config.max_failures_per_ip, ips),
             config,
+            started: Instant::now(),
+            hasher: RandomState::new(),
+            current: AtomicU64::new(0),
+            rotation: Mutex::new(()),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
         }
     }
 
@@ -188,25 +260,89 @@ impl LocalLimiter {
     pub fn config(&self) -> LockoutConfig {
         self.config
     }
+
+    /// The current window's number and the time left in it; the slots are rotated to it.
+    fn window(&self) -> (u64, Duration) {
+        let age = self.started.elapsed();
+        let len = self.config.window.as_nanos().max(1);
+        let window = u64::try_from(age.as_nanos() / len).unwrap_or(u64::MAX);
+        let left =
+            Duration::from_nanos(u64::try_from(len - age.as_nanos() % len).unwrap_or(u64::MAX));
+        if self.current.load(Ordering::Acquire) != window {
+            let _g = lock(&self.rotation);
+            if self.current.load(Ordering::Acquire) != window {
+                for c in [&self.clients, &self.ips].into_iter().flatten() {
+                    c.rotate_to(window);
+                }
+                self.current.store(window, Ordering::Release);
+            }
+        }
+        (window, left)
+    }
+
+    fn keys(&self, who: &Who<'_>) -> (Option<u64>, Option<u64>) {
+        let client = self
+            .clients
+            .as_ref()
+            .map(|_| self.hasher.hash_one((who.env_id, who.client_id)));
+        let ip = match (&self.ips, who.ip) {
+            (Some(_), Some(ip)) => Some(self.hasher.hash_one(address_key(ip))),
+            _ => None,
+        };
+        (client, ip)
+    }
+
+    fn locked(&self, client: Option<u64>, ip: Option<u64>, window: u64) -> bool {
+        let over = |c: &Option<Counter>, k: Option<u64>| match (c, k) {
+            (Some(c), Some(k)) => c.locked(k, window),
+            _ => false,
+        };
+        over(&self.clients, client) || over(&self.ips, ip)
+    }
+
+    fn add(&self, client: Option<u64>, ip: Option<u64>, window: u64, n: isize) {
+        if let (Some(c), Some(k)) = (&self.clients, client) {
+            c.add(k, window, n);
+        }
+        if let (Some(c), Some(k)) = (&self.ips, ip) {
+            c.add(k, window, n);
+        }
+    }
+
+    /// Counts one failure without asking whether the keys are locked (tests and benches).
+    pub fn record_failure(&self, who: &Who<'_>) {
+        let (client, ip) = self.keys(who);
+        let (window, _) = self.window();
+        self.add(client, ip, window, 1);
+    }
 }
 
 impl FailureLimiter for LocalLimiter {
-    fn check(&self, client_id: &[u8], ip: Option<IpAddr>) -> Option<Duration> {
-        let by_client = self.clients.as_ref().and_then(|c| c.check(&client_id));
-        let by_ip = match (&self.ips, ip) {
-            (Some(counter), Some(ip)) => counter.check(&address_key(ip)),
-            _ => None,
-        };
-        by_client.max(by_ip)
+    fn check(&self, who: &Who<'_>) -> Option<Duration> {
+        let (client, ip) = self.keys(who);
+        let (window, left) = self.window();
+        self.locked(client, ip, window).then(|| round_up_secs(left))
     }
 
-    fn record_failure(&self, client_id: &[u8], ip: Option<IpAddr>) {
-        if let Some(counter) = &self.clients {
-            counter.record(&client_id);
+    fn reserve(&self, who: &Who<'_>) -> Result<Reservation, Duration> {
+        let (client, ip) = self.keys(who);
+        // Both keys' stripes, in a fixed order (no deadlock between two reservations).
+        let stripe = |k: u64| (k % STRIPES as u64) as usize;
+        let mut held: Vec<usize> = [client, ip].into_iter().flatten().map(stripe).collect();
+        held.sort_unstable();
+        held.dedup();
+        let _guards: Vec<_> = held.iter().map(|&i| lock(&self.stripes[i])).collect();
+        let (window, left) = self.window();
+        if self.locked(client, ip, window) {
+            return Err(round_up_secs(left));
         }
-        if let (Some(counter), Some(ip)) = (&self.ips, ip) {
-            counter.record(&address_key(ip));
-        }
+        self.add(client, ip, window, 1);
+        Ok(Reservation { window, client, ip })
+    }
+
+    fn release(&self, r: Reservation) {
+        // A reservation from a window that has since been cleared has nothing left to undo.
+        self.add(r.client, r.ip, r.window, -1);
     }
 }
 
@@ -224,6 +360,14 @@ mod tests {
         })
     }
 
+    fn who(client_id: &[u8], ip: Option<IpAddr>) -> Who<'_> {
+        Who {
+            env_id: "env",
+            client_id,
+            ip,
+        }
+    }
+
     fn ip(last: u8) -> Option<IpAddr> {
         Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, last)))
     }
@@ -232,47 +376,49 @@ mod tests {
     fn under_threshold_is_not_locked() {
         let l = limiter(3, 5);
         for _ in 0..2 {
-            l.record_failure(b"app", ip(1));
+            l.record_failure(&who(b"app", ip(1)));
         }
-        assert_eq!(l.check(b"app", ip(1)), None);
+        assert_eq!(l.check(&who(b"app", ip(1))), None);
     }
 
     #[test]
     fn at_threshold_is_locked_with_retry_after_within_the_window() {
         let l = limiter(3, 100);
         for _ in 0..3 {
-            l.record_failure(b"app", ip(1));
+            l.record_failure(&who(b"app", ip(1)));
         }
-        let retry = l.check(b"app", ip(1)).expect("locked at the threshold");
+        let retry = l
+            .check(&who(b"app", ip(1)))
+            .expect("locked at the threshold");
         assert!(
             retry > Duration::ZERO && retry <= Duration::from_secs(60),
             "{retry:?}"
         );
         assert_eq!(retry.subsec_nanos(), 0);
         // Unknown ids are counted like any other; other ids are unaffected.
-        assert_eq!(l.check(b"other", ip(1)), None);
+        assert_eq!(l.check(&who(b"other", ip(1))), None);
     }
 
     #[test]
     fn ip_lock_applies_to_other_client_ids_from_that_ip() {
         let l = limiter(100, 3);
         for i in 0..3 {
-            l.record_failure(format!("id-{i}").as_bytes(), ip(7));
+            l.record_failure(&who(format!("id-{i}").as_bytes(), ip(7)));
         }
-        assert!(l.check(b"fresh-id", ip(7)).is_some());
-        assert_eq!(l.check(b"fresh-id", ip(8)), None);
-        assert_eq!(l.check(b"fresh-id", None), None);
+        assert!(l.check(&who(b"fresh-id", ip(7))).is_some());
+        assert_eq!(l.check(&who(b"fresh-id", ip(8))), None);
+        assert_eq!(l.check(&who(b"fresh-id", None)), None);
     }
 
     #[test]
     fn client_lock_applies_from_other_ips() {
         let l = limiter(3, 100);
         for i in 0..3 {
-            l.record_failure(b"victim", ip(i));
+            l.record_failure(&who(b"victim", ip(i)));
         }
-        assert!(l.check(b"victim", ip(200)).is_some());
-        assert!(l.check(b"victim", None).is_some());
-        assert_eq!(l.check(b"bystander", ip(200)), None);
+        assert!(l.check(&who(b"victim", ip(200))).is_some());
+        assert!(l.check(&who(b"victim", None)).is_some());
+        assert_eq!(l.check(&who(b"bystander", ip(200))), None);
     }
 
     #[test]
@@ -280,40 +426,40 @@ mod tests {
         let l = limiter(0, 3);
         for i in 1..=3u16 {
             let addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, i);
-            l.record_failure(b"app", Some(IpAddr::V6(addr)));
+            l.record_failure(&who(b"app", Some(IpAddr::V6(addr))));
         }
         let same_64 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0xffff, 0, 0, 9));
         let other_64 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1));
-        assert!(l.check(b"app", Some(same_64)).is_some());
-        assert_eq!(l.check(b"app", Some(other_64)), None);
+        assert!(l.check(&who(b"app", Some(same_64))).is_some());
+        assert_eq!(l.check(&who(b"app", Some(other_64))), None);
 
         let mapped = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped());
         for _ in 0..3 {
-            l.record_failure(b"app", Some(mapped));
+            l.record_failure(&who(b"app", Some(mapped)));
         }
-        assert!(l.check(b"app", ip(1)).is_some());
+        assert!(l.check(&who(b"app", ip(1))).is_some());
     }
 
     #[test]
     fn zero_threshold_disables_that_key() {
         let off = limiter(0, 0);
         for _ in 0..1000 {
-            off.record_failure(b"app", ip(1));
+            off.record_failure(&who(b"app", ip(1)));
         }
-        assert_eq!(off.check(b"app", ip(1)), None);
+        assert_eq!(off.check(&who(b"app", ip(1))), None);
 
         let ip_only = limiter(0, 3);
         for _ in 0..3 {
-            ip_only.record_failure(b"app", ip(1));
+            ip_only.record_failure(&who(b"app", ip(1)));
         }
-        assert_eq!(ip_only.check(b"app", ip(2)), None);
-        assert!(ip_only.check(b"app", ip(1)).is_some());
+        assert_eq!(ip_only.check(&who(b"app", ip(2))), None);
+        assert!(ip_only.check(&who(b"app", ip(1))).is_some());
 
         let client_only = limiter(3, 0);
         for i in 0..3 {
-            client_only.record_failure(format!("id-{i}").as_bytes(), ip(1));
+            client_only.record_failure(&who(format!("id-{i}").as_bytes(), ip(1)));
         }
-        assert_eq!(client_only.check(b"id-9", ip(1)), None);
+        assert_eq!(client_only.check(&who(b"id-9", ip(1))), None);
     }
 
     #[test]
@@ -324,8 +470,8 @@ mod tests {
             max_failures_per_ip: 1,
         });
         assert_eq!(l.config().window, Duration::from_secs(1));
-        l.record_failure(b"app", ip(1));
-        assert_eq!(l.check(b"app", ip(1)), Some(Duration::from_secs(1)));
+        l.record_failure(&who(b"app", ip(1)));
+        assert_eq!(l.check(&who(b"app", ip(1))), Some(Duration::from_secs(1)));
     }
 
     #[test]
@@ -336,17 +482,17 @@ mod tests {
             max_failures_per_client: 2,
             max_failures_per_ip: 2,
         });
-        l.record_failure(b"app", ip(1));
-        l.record_failure(b"app", ip(1));
-        assert!(l.check(b"app", ip(1)).is_some());
+        l.record_failure(&who(b"app", ip(1)));
+        l.record_failure(&who(b"app", ip(1)));
+        assert!(l.check(&who(b"app", ip(1))).is_some());
 
         // Next window: still locked because of the previous window's count.
         std::thread::sleep(Duration::from_millis(1_200));
-        assert!(l.check(b"app", ip(1)).is_some());
+        assert!(l.check(&who(b"app", ip(1))).is_some());
 
         // The window after that saw no failures: unlocked.
         std::thread::sleep(Duration::from_millis(1_300));
-        assert_eq!(l.check(b"app", ip(1)), None);
+        assert_eq!(l.check(&who(b"app", ip(1))), None);
     }
 
     #[test]
@@ -355,15 +501,74 @@ mod tests {
         // without panics and without (rare, see module docs) false lockouts.
         let l = limiter(10, 10);
         for i in 0..1_000_000u32 {
-            l.record_failure(&i.to_le_bytes(), None);
+            l.record_failure(&who(&i.to_le_bytes(), None));
         }
         for i in 0..100u32 {
             let id = format!("legitimate-{i}");
-            assert_eq!(l.check(id.as_bytes(), ip(1)), None, "{id} falsely locked");
+            assert_eq!(
+                l.check(&who(id.as_bytes(), ip(1))),
+                None,
+                "{id} falsely locked"
+            );
         }
         for _ in 0..10 {
-            l.record_failure(b"target", None);
+            l.record_failure(&who(b"target", None));
         }
-        assert!(l.check(b"target", None).is_some());
+        assert!(l.check(&who(b"target", None)).is_some());
+    }
+
+    #[test]
+    fn at_most_the_threshold_of_concurrent_reservations_get_through() {
+        let l = std::sync::Arc::new(limiter(10, 1000));
+        let granted: Vec<bool> = (0..40)
+            .map(|_| {
+                let l = l.clone();
+                std::thread::spawn(move || l.reserve(&who(b"victim", ip(1))).is_ok())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        assert_eq!(granted.iter().filter(|g| **g).count(), 10);
+        assert!(l.reserve(&who(b"victim", ip(1))).is_err());
+    }
+
+    #[test]
+    fn a_released_reservation_is_no_failure() {
+        let l = limiter(2, 1000);
+        for _ in 0..100 {
+            let r = l.reserve(&who(b"app", ip(1))).unwrap();
+            l.release(r);
+        }
+        assert_eq!(l.check(&who(b"app", ip(1))), None);
+        let _kept = l.reserve(&who(b"app", ip(1))).unwrap();
+        let _kept = l.reserve(&who(b"app", ip(1))).unwrap();
+        let retry = l.reserve(&who(b"app", ip(1))).unwrap_err();
+        assert!(retry >= Duration::from_secs(1) && retry <= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn clients_are_counted_per_environment() {
+        let l = limiter(3, 1000);
+        for _ in 0..3 {
+            l.record_failure(&Who {
+                env_id: "bogus",
+                client_id: b"web-app",
+                ip: ip(1),
+            });
+        }
+        let real = Who {
+            env_id: "env",
+            client_id: b"web-app",
+            ip: ip(2),
+        };
+        assert_eq!(l.check(&real), None);
+        // The pair is hashed as a tuple: moving bytes between its halves is another client.
+        let shifted = Who {
+            env_id: "bogusweb-ap",
+            client_id: b"p",
+            ip: ip(2),
+        };
+        assert_eq!(l.check(&shifted), None);
     }
 }

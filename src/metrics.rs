@@ -198,14 +198,19 @@ const CACHE_COUNTERS: [(&str, &str); 7] = [
 
 impl ClientMetrics {
     fn new(shared: Shared) -> Result<ClientMetrics, prometheus::Error> {
-        let descs = CACHE_COUNTERS
+        let plain = CACHE_COUNTERS
             .iter()
             .chain(GAUGES.iter())
-            .map(|(name, help)| {
+            .chain([&VERIFICATIONS_REFUSED])
+            .map(|&(name, help)| (name, help, vec![]));
+        let labelled = [(VERIFICATIONS.0, VERIFICATIONS.1, vec!["kind".to_string()])];
+        let descs = plain
+            .chain(labelled)
+            .map(|(name, help, labels)| {
                 Desc::new(
                     name.to_string(),
                     help.to_string(),
-                    vec![],
+                    labels,
                     Default::default(),
                 )
             })
@@ -213,6 +218,18 @@ impl ClientMetrics {
         Ok(ClientMetrics { shared, descs })
     }
 }
+
+/// `tokengate_secret_verifications_total{kind}`.
+const VERIFICATIONS: (&str, &str) = (
+    "tokengate_secret_verifications_total",
+    "Secrets verified, by kind of stored secret (argon2id, sha256, plain); checks of secrets that \
+     cannot match (unknown or disabled clients) included.",
+);
+
+const VERIFICATIONS_REFUSED: (&str, &str) = (
+    "tokengate_verifications_refused_total",
+    "Requests answered 503 because too many argon2id verifications were waiting.",
+);
 
 const GAUGES: [(&str, &str); 2] = [
     (
@@ -239,9 +256,12 @@ impl Collector for ClientMetrics {
             }
         };
         let rt = self.shared.load();
-        let Some(stats) = rt.client_store().map(|s| s.stats()) else {
+        let Some(validator) = &rt.validator else {
             return out;
         };
+        let v = validator.verifier().stats();
+        counter(VERIFICATIONS_REFUSED, v.refused);
+        let stats = validator.store().stats();
         if let Some(s) = stats.cache {
             let values = [
                 s.hits,
@@ -255,6 +275,16 @@ impl Collector for ClientMetrics {
             for (c, v) in CACHE_COUNTERS.into_iter().zip(values) {
                 counter(c, v);
             }
+        }
+        if let Ok(c) = IntCounterVec::new(Opts::new(VERIFICATIONS.0, VERIFICATIONS.1), &["kind"]) {
+            for (kind, n) in [
+                ("argon2id", v.argon2id),
+                ("sha256", v.sha256),
+                ("plain", v.plain),
+            ] {
+                c.with_label_values(&[kind]).inc_by(n);
+            }
+            out.extend(c.collect());
         }
         let gauges = [stats.records as i64, stats.file_generation as i64];
         for ((name, help), v) in GAUGES.into_iter().zip(gauges) {

@@ -4,6 +4,7 @@
 //! Never credentials: a line names the route, the environment, who (hashed by default) and what was
 //! decided; a metric label is one of a bounded set (see [`crate::metrics`]).
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use pingora::{Error, ErrorSource, ErrorType};
@@ -42,6 +43,8 @@ impl Action {
 /// One finished request, as the metrics and the access log see it.
 pub struct Finished<'a> {
     pub request_id: &'a str,
+    /// The client's address (behind trusted proxies, the one they name).
+    pub client_ip: Option<IpAddr>,
     /// The route's name, or [`metrics::NO_ROUTE`].
     pub route: &'a str,
     pub env_id: Option<&'a str>,
@@ -85,6 +88,7 @@ pub fn finish(m: &Metrics, f: &Finished<'_>, env_ids: &[String], how: ClientIdLo
     tracing::info!(
         target: "tokengate::access",
         request_id = %f.request_id,
+        client = %f.client_ip.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
         route = %f.route,
         env_id = f.env_id.unwrap_or("-"),
         client_id = %logged_client_id(f.client_id, how),

@@ -65,15 +65,31 @@ impl PathMatcher {
     /// Whether `path` (without query) matches; for patterns, the first `{param}` value
     /// (the environment ID) is returned as well.
     pub fn matches<'a>(&self, path: &'a str) -> Option<Option<&'a str>> {
+        self.matches_as(path, str::eq)
+    }
+
+    /// Whether `path` matches with letters compared regardless of case.
+    fn matches_folded(&self, path: &str) -> bool {
+        self.matches_as(path, str::eq_ignore_ascii_case).is_some()
+    }
+
+    fn matches_as<'a>(
+        &self,
+        path: &'a str,
+        same: impl Fn(&str, &str) -> bool,
+    ) -> Option<Option<&'a str>> {
         match self {
-            PathMatcher::Prefix(p) => path.starts_with(p.as_str()).then_some(None),
+            PathMatcher::Prefix(p) => {
+                let head = path.get(..p.len())?;
+                same(head, p).then_some(None)
+            }
             PathMatcher::Pattern(segments) => {
                 let mut env = None;
                 let mut parts = path.strip_prefix('/')?.split('/');
                 for seg in segments {
                     let part = parts.next()?;
                     match seg {
-                        Segment::Literal(l) if l == part => {}
+                        Segment::Literal(l) if same(l, part) => {}
                         Segment::Param if !part.is_empty() => {
                             env.get_or_insert(part);
                         }
@@ -136,6 +152,47 @@ pub fn normalize(path: &str) -> Cow<'_, str> {
         out.push('/');
     }
     Cow::Owned(out)
+}
+
+/// Whether `path` reaches one of `protected` only when read the way lenient servers read paths:
+/// letters in any case (ASP.NET Core, IdentityServer), `;` parameters stripped from segments
+/// (Servlet containers), `%2F` and `%5C` decoded and `\` taken as `/` (IIS, some frameworks). Such
+/// a path would reach that endpoint at the server past the route's checks, so the gateway refuses
+/// it. A path that matches a protected route as it is never gets here.
+pub fn reaches_disguised<'m>(
+    protected: impl IntoIterator<Item = &'m PathMatcher>,
+    path: &str,
+) -> bool {
+    let mut lenient = String::with_capacity(path.len());
+    for (i, seg) in path.split(['/', '\\']).enumerate() {
+        if i > 0 {
+            lenient.push('/');
+        }
+        let seg = seg.split(';').next().unwrap_or_default();
+        lenient.push_str(&replace_folded(
+            &replace_folded(seg, "%2f", "/"),
+            "%5c",
+            "/",
+        ));
+    }
+    let lenient = normalize(&lenient);
+    protected.into_iter().any(|m| m.matches_folded(&lenient))
+}
+
+/// `s` with every occurrence of the ASCII `needle`, in any case, replaced by `with`.
+fn replace_folded(s: &str, needle: &str, with: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.char_indices().map(|(i, _)| i).find(|&i| {
+        rest.get(i..i + needle.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(needle))
+    }) {
+        out.push_str(&rest[..i]);
+        out.push_str(with);
+        rest = &rest[i + needle.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Decodes `%XX` where it stands for an unreserved character (ALPHA, DIGIT, `-._~`); every other
@@ -283,5 +340,50 @@ mod tests {
             assert!(PathMatcher::pattern(p).is_err(), "{p}");
         }
         assert!(PathMatcher::prefix("x").is_err());
+    }
+
+    #[test]
+    fn disguised_spellings_of_a_protected_path_are_recognized() {
+        let token = [PathMatcher::pattern("/{env_id}/as/token").unwrap()];
+        for p in [
+            "/env-1/as/TOKEN",
+            "/env-1/AS/Token",
+            "/env-1/as/token;jsessionid=1",
+            "/env-1/as;x=1/token",
+            "/env-1/as%2Ftoken",
+            "/env-1/as%2ftoken",
+            "/env-1/as%5Ctoken",
+            "/env-1\\as\\token",
+            "/env-1/as/%54OKEN",
+            "/env-1/as/x/..%2Ftoken",
+        ] {
+            assert!(reaches_disguised(&token, p), "{p}");
+        }
+        for p in [
+            "/env-1/as/authorize",
+            "/env-1/as/tokens",
+            "/env-1/as/token/x",
+            "/as/token",
+        ] {
+            assert!(!reaches_disguised(&token, p), "{p}");
+        }
+        let prefix = [PathMatcher::prefix("/oauth2/").unwrap()];
+        assert!(reaches_disguised(&prefix, "/OAuth2/token"));
+        assert!(!reaches_disguised(&prefix, "/oauth/token"));
+    }
+
+    #[test]
+    fn folded_replacement_replaces_every_case() {
+        assert_eq!(replace_folded("a%2Fb%2fc", "%2f", "/"), "a/b/c");
+        assert_eq!(replace_folded("é%2F", "%2f", "/"), "é/");
+        assert_eq!(replace_folded("plain", "%2f", "/"), "plain");
+    }
+
+    proptest! {
+        #[test]
+        fn disguise_check_takes_any_string(p in "\\PC{0,40}") {
+            let token = [PathMatcher::pattern("/{env_id}/as/token").unwrap()];
+            let _ = reaches_disguised(&token, &p);
+        }
     }
 }

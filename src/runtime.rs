@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::clients::secret::VerifiedCache;
 use crate::clients::store::ClientStore;
+use crate::clients::verifier::{Verifier, VerifierConfig};
 use crate::config::{ClientsSettings, Settings};
-use crate::lockout::{LocalLimiter, LockoutConfig};
+use crate::lockout::{FailureLimiter, LocalLimiter, LockoutConfig};
 use crate::upstream::Upstream;
 use crate::validate::Validator;
 
@@ -29,7 +29,13 @@ pub type Shared = Arc<ArcSwap<Runtime>>;
 
 impl Runtime {
     /// Builds the runtime of `settings`. Blocking: resolves host names and reads the client file.
-    pub fn build(settings: Settings, generation: u64) -> Result<Runtime, String> {
+    /// A reload passes the running runtime as `previous`: what validation remembers (successful
+    /// verifications) and counts (failures) carries over where its settings did not change.
+    pub fn build(
+        settings: Settings,
+        generation: u64,
+        previous: Option<&Runtime>,
+    ) -> Result<Runtime, String> {
         let upstreams: Arc<[Arc<Upstream>]> = settings
             .upstreams
             .iter()
@@ -38,7 +44,7 @@ impl Runtime {
         let mut resolved: Vec<Arc<Upstream>> = upstreams.to_vec();
         let validator = match &settings.clients {
             Some(c) => {
-                let v = build_validator(c)?;
+                let v = build_validator(c, previous)?;
                 resolved.extend(v.store().upstream().cloned());
                 Some(Arc::new(v))
             }
@@ -59,16 +65,29 @@ impl Runtime {
     }
 }
 
-/// The validator of `c`'s client records.
-fn build_validator(c: &ClientsSettings) -> Result<Validator, String> {
-    let l = c.lockout;
-    Ok(Validator::new(
-        ClientStore::open(c)?,
-        VerifiedCache::new(c.verified_ttl, c.verified_capacity),
-        Box::new(LocalLimiter::new(LockoutConfig {
-            window: l.window,
-            max_failures_per_client: l.max_failures_per_client,
-            max_failures_per_ip: l.max_failures_per_ip,
-        })),
-    ))
+/// The validator of `c`'s client records, keeping `previous`'s verifier and limiter where their
+/// settings are unchanged.
+fn build_validator(c: &ClientsSettings, previous: Option<&Runtime>) -> Result<Validator, String> {
+    let before = previous.and_then(|p| Some((p.settings.clients.as_ref()?, p.validator.as_ref()?)));
+    let config = VerifierConfig {
+        remember_for: c.verified_ttl,
+        capacity: c.verified_capacity,
+        max_pending: c.max_pending_verifications,
+    };
+    let verifier = match before {
+        Some((_, v)) if v.verifier().config() == config => v.verifier().clone(),
+        _ => Arc::new(Verifier::new(config)),
+    };
+    let limiter: Arc<dyn FailureLimiter> = match before {
+        Some((old, v)) if old.lockout == c.lockout => v.limiter().clone(),
+        _ => {
+            let l = c.lockout;
+            Arc::new(LocalLimiter::new(LockoutConfig {
+                window: l.window,
+                max_failures_per_client: l.max_failures_per_client,
+                max_failures_per_ip: l.max_failures_per_ip,
+            }))
+        }
+    };
+    Ok(Validator::new(ClientStore::open(c)?, verifier, limiter))
 }

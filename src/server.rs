@@ -36,7 +36,7 @@ pub fn build(settings: Settings, config_path: Option<PathBuf>) -> Result<Server,
     let listen = settings.server.listen.clone();
     let tls = settings.server.tls.clone();
     let admin = settings.admin.clone();
-    let shared: Shared = Arc::new(ArcSwap::from_pointee(Runtime::build(settings, 1)?));
+    let shared: Shared = Arc::new(ArcSwap::from_pointee(Runtime::build(settings, 1, None)?));
     let metrics = Arc::new(
         Metrics::new(shared.clone()).map_err(|e| format!("cannot register metrics: {e}"))?,
     );

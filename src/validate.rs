@@ -1,21 +1,41 @@
-//! Validation in place: checks a token request's client authentication against the client
-//! records, so that only valid requests reach the authorization server.
+//! Validation in place: checks a request's client authentication against the client records, so
+//! that only valid requests reach the authorization server.
 //!
-//! Order: lockout → record → method policy → secret (argon2 at most once per distinct client and
-//! secret within `verified_ttl`, on a blocking thread) → grant type (the one the endpoint's call
-//! belongs to; none for introspection and revocation). Every failed authentication
-//! is counted for the client_id and the source address, known client or not.
+//! The rules (README "Security model" says what they promise):
+//! - **One answer for every failed authentication**: unknown client, disabled client, wrong
+//!   secret, a method the client may not use, no secret where one is needed, a secret where none
+//!   is expected — all get the same 401, after the same work: a secret that cannot match is still
+//!   verified, against the client's own stored secret or a dummy of the kind and cost the records
+//!   use ([`ClientStore::typical_profile`]).
+//! - **A lockout that stops guessing, not clients**: failures are counted per (envID, client_id)
+//!   and per source address ([`FailureLimiter`]). A secret that verified recently passes even
+//!   while its client_id is locked out (someone else's guesses cannot lock a working client out);
+//!   any other secret of a locked client or address gets 429 without being verified.
+//! - **A burst buys no extra guesses**: a failure is reserved before a verification and released
+//!   when it succeeds, so at most the threshold of guesses sent at once are verified; identical
+//!   verifications in flight run once (a fleet starting with one secret is one verification).
+//! - **Bounded work**: client_ids longer than [`MAX_CLIENT_ID_BYTES`] or with control characters
+//!   are refused before any lookup; argon2id runs behind a bounded queue (past it, 503).
+//! - A registry that cannot answer gives 503 and counts no failure (an outage locks nobody out).
+//!
+//! Then the grant type (the one the endpoint's call belongs to; none for introspection and
+//! revocation) is checked: `unauthorized_client` is not an authentication failure.
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::clients::policy::{self, authentication_failed};
-use crate::clients::secret::VerifiedCache;
+use crate::clients::secret::SecretSpec;
 use crate::clients::store::{ClientKey, ClientRecord, ClientStore, Lookup};
-use crate::lockout::FailureLimiter;
+use crate::clients::verifier::{Flights, Key, Verdict, Verifier};
+use crate::lockout::{FailureLimiter, Who};
 use crate::protocol::{
     AuthMethod, Endpoint, Extracted, GrantCheck, MethodSeen, OAuthError, Reading,
 };
+
+/// The longest client_id looked up; longer ones are refused as failures before any lookup.
+pub const MAX_CLIENT_ID_BYTES: usize = 256;
 
 /// What validation established about a request's client authentication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,33 +47,51 @@ pub struct Verified {
     pub upstream_method: Option<AuthMethod>,
 }
 
+/// What came of one guess.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    Match,
+    NoMatch,
+    Locked(Duration),
+    Busy,
+}
+
 pub struct Validator {
     store: ClientStore,
-    verified: VerifiedCache,
-    limiter: Box<dyn FailureLimiter>,
-    /// Bounds concurrent argon2 verifications (each takes ~19 MiB and a core for tens of ms), so
-    /// that a burst of wrong secrets cannot exhaust memory before the lockout counts them.
-    argon2_slots: tokio::sync::Semaphore,
+    verifier: Arc<Verifier>,
+    limiter: Arc<dyn FailureLimiter>,
+    flights: Flights<Attempt>,
 }
 
 impl Validator {
+    /// `verifier` and `limiter` may outlive this validator: a reload that keeps their settings
+    /// keeps them, with what they remember and count.
     pub fn new(
         store: ClientStore,
-        verified: VerifiedCache,
-        limiter: Box<dyn FailureLimiter>,
+        verifier: Arc<Verifier>,
+        limiter: Arc<dyn FailureLimiter>,
     ) -> Validator {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // The first unknown client must not be the one that pays for making the dummy.
+        verifier.prepare_dummy(store.typical_profile());
         Validator {
             store,
-            verified,
+            verifier,
             limiter,
-            argon2_slots: tokio::sync::Semaphore::new(cores),
+            flights: Flights::default(),
         }
     }
 
     /// The client records validation reads.
     pub fn store(&self) -> &ClientStore {
         &self.store
+    }
+
+    pub fn verifier(&self) -> &Arc<Verifier> {
+        &self.verifier
+    }
+
+    pub fn limiter(&self) -> &Arc<dyn FailureLimiter> {
+        &self.limiter
     }
 
     /// Checks the request's client authentication against its client's record. Basic
@@ -80,74 +118,181 @@ impl Validator {
             ))?,
         };
         let client_id = x.client_id().unwrap_or_default();
-        if let Some(retry_after) = self.limiter.check(client_id, ip) {
-            return Err(OAuthError::locked_out(retry_after));
-        }
-        let fail = |e: OAuthError| {
-            self.limiter.record_failure(client_id, ip);
-            e
+        let who = Who {
+            env_id,
+            client_id,
+            ip,
         };
+        let failed = authentication_failed(tried_basic);
+        if !plausible_client_id(client_id) {
+            self.fail_unverified(&who)?;
+            return Err(failed);
+        }
         let record = match self.store.lookup(&ClientKey::new(env_id, client_id)).await {
-            Lookup::Found(r) => r,
-            Lookup::Unknown => return Err(fail(authentication_failed(tried_basic))),
+            Lookup::Found(r) => Some(r),
+            Lookup::Unknown => None,
             Lookup::Unavailable => return Err(OAuthError::registry_unavailable()),
         };
-        policy::check_method(&record, method, tried_basic).map_err(fail)?;
-        let mut read_raw = false;
-        if method != AuthMethod::None {
-            let secret = x.secret().unwrap_or_default();
-            let mut ok = self.verify(env_id, &record, secret).await;
-            if ok {
-                read_raw = x.raw_only();
-            } else if let Some(raw) = x.raw_alternative() {
-                ok = self.verify(env_id, &record, raw).await;
-                read_raw = ok;
-                if !ok {
-                    // One request, two wrong guesses: both count.
-                    self.limiter.record_failure(client_id, ip);
+        let usable = record.as_ref().filter(|r| policy::accepts(r, method));
+
+        let verified = if method == AuthMethod::None {
+            // A public client: no secret to guess, so nothing to verify, either way.
+            let Some(r) = usable else {
+                self.fail_unverified(&who)?;
+                return Err(failed);
+            };
+            if let Some(retry) = self.limiter.check(&who) {
+                return Err(OAuthError::locked_out(retry));
+            }
+            (r, Reading::Standard)
+        } else {
+            let readings = readings(x);
+            match usable.and_then(|r| Some((r, r.secret.as_ref()?))) {
+                Some((r, spec)) => match self.verify(&who, r, spec, &readings).await? {
+                    Some(reading) => (r, reading),
+                    None => return Err(failed),
+                },
+                None => {
+                    // Nothing can match: the same work as a wrong secret, then the same answer.
+                    let spec = match record.as_ref().and_then(|r| r.secret.clone()) {
+                        Some(own) => Arc::new(own),
+                        None => self.verifier.dummy(self.store.typical_profile()).await,
+                    };
+                    for (presented, _) in &readings {
+                        self.attempt_doomed(&who, &spec, presented).await?;
+                    }
+                    return Err(failed);
                 }
             }
-            if !ok {
-                return Err(fail(authentication_failed(tried_basic)));
-            }
-        }
+        };
+        let (record, reading) = verified;
         if let GrantCheck::Required(grant) = endpoint.grant_check(x.grant_type()) {
-            policy::check_grant(&record, grant)?;
+            policy::check_grant(record, grant)?;
         }
         Ok(Verified {
-            reading: if read_raw {
-                Reading::Raw
-            } else {
-                Reading::Standard
-            },
+            reading,
             upstream_method: record.upstream_method,
         })
     }
 
-    async fn verify(&self, env_id: &str, record: &Arc<ClientRecord>, presented: &[u8]) -> bool {
-        let Some(spec) = &record.secret else {
-            return false;
-        };
-        // A salted SHA-256 or a plain compare costs less than the digest that would remember it.
-        if !spec.is_expensive() {
-            return spec.verify(presented);
+    /// Verifies the presented readings against the client's secret: `Some(reading)` for the one
+    /// that matched. A remembered success passes whatever the lockout says.
+    async fn verify(
+        &self,
+        who: &Who<'_>,
+        record: &ClientRecord,
+        spec: &SecretSpec,
+        readings: &[(&[u8], Reading)],
+    ) -> Result<Option<Reading>, OAuthError> {
+        let keyed: Vec<(Key, &[u8], Reading)> = readings
+            .iter()
+            .map(|&(presented, reading)| {
+                let key =
+                    self.verifier
+                        .key(&record.env_id, record.client_id.as_bytes(), spec, presented);
+                (key, presented, reading)
+            })
+            .collect();
+        if let Some((_, _, reading)) = keyed.iter().find(|(k, ..)| self.verifier.remembered(k)) {
+            return Ok(Some(*reading));
         }
-        let key = self
-            .verified
-            .key(env_id, record.client_id.as_bytes(), spec, presented);
-        if self.verified.contains(&key) {
-            return true;
+        for (key, presented, reading) in keyed {
+            match self.attempt(who, key, spec, presented).await {
+                Attempt::Match => return Ok(Some(reading)),
+                Attempt::NoMatch => {}
+                Attempt::Locked(retry) => return Err(OAuthError::locked_out(retry)),
+                Attempt::Busy => return Err(OAuthError::verification_busy()),
+            }
         }
-        let Ok(_slot) = self.argon2_slots.acquire().await else {
-            return false;
-        };
-        let (owned_spec, owned) = (spec.clone(), presented.to_vec());
-        let ok = tokio::task::spawn_blocking(move || owned_spec.verify(&owned))
+        Ok(None)
+    }
+
+    /// One guess: a failure reserved (unless locked), the secret verified, the failure released
+    /// if it matched. Identical guesses in flight share one attempt.
+    async fn attempt(
+        &self,
+        who: &Who<'_>,
+        key: Key,
+        spec: &SecretSpec,
+        presented: &[u8],
+    ) -> Attempt {
+        self.flights
+            .run(key, || async {
+                let reservation = match self.limiter.reserve(who) {
+                    Ok(r) => r,
+                    Err(retry) => return Attempt::Locked(retry),
+                };
+                match self.verifier.run(spec, presented).await {
+                    Verdict::Match => {
+                        self.limiter.release(reservation);
+                        self.verifier.remember(&key);
+                        Attempt::Match
+                    }
+                    Verdict::NoMatch => Attempt::NoMatch,
+                    Verdict::Busy => {
+                        self.limiter.release(reservation);
+                        Attempt::Busy
+                    }
+                }
+            })
             .await
-            .unwrap_or(false);
-        if ok {
-            self.verified.insert(key);
+    }
+
+    /// A guess that fails whatever it holds, at the cost of a real one (never shared with, nor
+    /// remembered for, a guess that could succeed).
+    async fn attempt_doomed(
+        &self,
+        who: &Who<'_>,
+        spec: &SecretSpec,
+        presented: &[u8],
+    ) -> Result<(), OAuthError> {
+        let reservation = self.limiter.reserve(who).map_err(OAuthError::locked_out)?;
+        if self.verifier.run(spec, presented).await == Verdict::Busy {
+            self.limiter.release(reservation);
+            return Err(OAuthError::verification_busy());
         }
-        ok
+        Ok(())
+    }
+
+    /// Counts a failure that needs no verification (`Err`: locked out).
+    fn fail_unverified(&self, who: &Who<'_>) -> Result<(), OAuthError> {
+        let _failure = self.limiter.reserve(who).map_err(OAuthError::locked_out)?;
+        Ok(())
+    }
+}
+
+/// The secrets a request presents, each with the reading it belongs to: the standard one, and
+/// the raw one where it differs (or only the raw one, when form-decoding failed).
+fn readings(x: &Extracted) -> Vec<(&[u8], Reading)> {
+    let secret = x.secret().unwrap_or_default();
+    if x.raw_only() {
+        return vec![(secret, Reading::Raw)];
+    }
+    let mut out = vec![(secret, Reading::Standard)];
+    if let Some(raw) = x.raw_alternative() {
+        out.push((raw, Reading::Raw));
+    }
+    out
+}
+
+/// A client_id worth looking up: not empty, at most [`MAX_CLIENT_ID_BYTES`], no control
+/// characters.
+fn plausible_client_id(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= MAX_CLIENT_ID_BYTES && !id.iter().any(|b| b.is_ascii_control())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn implausible_client_ids_are_long_empty_or_hold_control_characters() {
+        assert!(plausible_client_id(b"web-app"));
+        assert!(plausible_client_id(&[b'a'; MAX_CLIENT_ID_BYTES]));
+        assert!(plausible_client_id("é".as_bytes()));
+        assert!(!plausible_client_id(&[b'a'; MAX_CLIENT_ID_BYTES + 1]));
+        assert!(!plausible_client_id(b""));
+        assert!(!plausible_client_id(b"a\r\nb"));
+        assert!(!plausible_client_id(b"a\x7fb"));
     }
 }

@@ -537,3 +537,96 @@ fn sighup_reloads_the_configuration_under_traffic_and_keeps_it_when_the_new_one_
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert!(child.0.id() > 0);
 }
+
+/// A reload that leaves the lockout as it was keeps what validation counted and remembered: a
+/// SIGHUP neither frees a locked client for more guesses nor makes its owner verify again.
+#[test]
+fn sighup_keeps_lockout_counters_and_remembered_secrets_while_their_settings_stay() {
+    use tokengate::clients::secret::hash_sha256;
+    let up = Upstream::start(Behaviour::default());
+    let dir = TempDir::new("reload-lockout");
+    let port = free_port();
+    let admin = free_addr();
+    let clients = dir.join("clients.toml");
+    std::fs::write(
+        &clients,
+        format!(
+            "[[clients]]\nenv_id = \"5a0b3c2d-1111-2222-3333-444455556666\"\nclient_id = \"web\"\n\
+             secret = \"{}\"\nauth_methods = [\"client_secret_post\"]\n",
+            hash_sha256(b"right")
+        ),
+    )
+    .unwrap();
+    let conf = dir.join("gw.toml");
+    let write_conf = |max: u32, name: &str| {
+        std::fs::write(
+            &conf,
+            format!(
+                "{}[server]\nlisten = [\"127.0.0.1:{port}\"]\ngrace_period = \"0s\"\n\
+                 [clients]\nfile = \"{}\"\n[lockout]\nmax_failures_per_client = {max}\n\
+                 [admin]\nlisten = \"{admin}\"\n[[routes]]\nname = \"{name}\"\npath = \"/x\"\n\
+                 mode = \"passthrough\"\n",
+                config(up.addr, &token_route("validate")),
+                clients.display()
+            ),
+        )
+        .unwrap()
+    };
+    write_conf(3, "a");
+    let child = spawn_gateway(&conf, port, None, &[]);
+    let pid = child.0.id().to_string();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let send = |secret: &str| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let body = format!("grant_type=client_credentials&client_id=web&client_secret={secret}");
+        std::io::Write::write_all(&mut s, &token_post(ENV, &[FORM], &body)).unwrap();
+        read_message(&mut std::io::BufReader::new(s), false)
+            .unwrap()
+            .unwrap()
+            .status()
+    };
+    let generation = || -> String {
+        let s = TcpStream::connect(admin).unwrap();
+        std::io::Write::write_all(
+            &mut &s,
+            b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let body = read_message(&mut std::io::BufReader::new(s), false)
+            .unwrap()
+            .unwrap()
+            .body_str();
+        body.lines()
+            .find(|l| l.starts_with("tokengate_config_generation "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let reload = |want: &str| {
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + WAIT;
+        while generation() != format!("tokengate_config_generation {want}") {
+            assert!(Instant::now() < deadline, "the reload never took effect");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    assert_eq!(send("right"), 200);
+    for _ in 0..3 {
+        assert_eq!(send("guess"), 401);
+    }
+    assert_eq!(send("guess"), 429);
+    // Another route name, the same lockout: counters and memory stay.
+    write_conf(3, "b");
+    reload("2");
+    assert_eq!(send("guess"), 429, "a reload must not free a locked client");
+    assert_eq!(send("right"), 200, "the remembered secret still passes");
+    // A new lockout setting starts afresh.
+    write_conf(4, "b");
+    reload("3");
+    assert_eq!(send("guess"), 401);
+}

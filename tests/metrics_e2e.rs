@@ -356,7 +356,7 @@ fn every_metric_the_grafana_dashboard_queries_is_exported() {
     let gw = Gateway::start(&config(
         up.addr,
         &format!(
-            "{}[clients]\nregistry_url = \"http://{registry}/r\"\n[admin]\nlisten = \"{admin}\"\n",
+            "{}[clients]\nregistry_url = \"http://{registry}/r\"\nallow_insecure_registry = true\n[admin]\nlisten = \"{admin}\"\n",
             token_route("validate")
         ),
     ));

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use super::record::{parse_client_file, ClientKey, ClientRecord, ClientSet, FileFormat};
+use super::secret::Profile;
 
 /// What identifies a version of the file on disk.
 type Stamp = Option<(SystemTime, u64)>;
@@ -68,6 +69,11 @@ impl FileStore {
 
     pub fn get(&self, key: &ClientKey) -> Option<Arc<ClientRecord>> {
         self.current.load().records.get(key).cloned()
+    }
+
+    /// The kind and cost of secret most records use.
+    pub fn typical_profile(&self) -> Option<Profile> {
+        self.current.load().typical_profile
     }
 
     pub fn len(&self) -> usize {

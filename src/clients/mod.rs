@@ -8,3 +8,4 @@ pub mod record;
 pub mod registry;
 pub mod secret;
 pub mod store;
+pub mod verifier;

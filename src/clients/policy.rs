@@ -3,29 +3,17 @@
 use super::record::ClientRecord;
 use crate::protocol::{AuthMethod, ErrorCode, OAuthError};
 
-/// The one answer for every failed client authentication (unknown client, wrong secret, disabled
-/// client), so that the answer never tells whether the client exists.
+/// The one answer for every failed client authentication (unknown client, disabled client, wrong
+/// secret, a method the client may not use, no secret where one is needed, a secret where none is
+/// expected), so that the answer never tells whether or how the client exists.
 pub fn authentication_failed(tried_basic: bool) -> OAuthError {
     OAuthError::invalid_client("client authentication failed", tried_basic)
 }
 
-/// Checks before the secret: the client is enabled and may use this method.
-pub fn check_method(
-    record: &ClientRecord,
-    method: AuthMethod,
-    tried_basic: bool,
-) -> Result<(), OAuthError> {
-    if !record.enabled {
-        return Err(authentication_failed(tried_basic));
-    }
-    if !record.auth_methods.contains(&method) {
-        // Says that the method is refused, never which methods are allowed.
-        return Err(OAuthError::invalid_client(
-            "this authentication method is not allowed for this client",
-            tried_basic,
-        ));
-    }
-    Ok(())
+/// Whether the client may authenticate with `method`: it is enabled and the method is one of its
+/// own. (Whether the secret is right is the next question.)
+pub fn accepts(record: &ClientRecord, method: AuthMethod) -> bool {
+    record.enabled && record.auth_methods.contains(&method)
 }
 
 /// Checks after the secret: the grant type is allowed (RFC 6749 §5.2 `unauthorized_client`).
@@ -61,27 +49,32 @@ mod tests {
     }
 
     #[test]
-    fn allowed_method_passes() {
+    fn an_enabled_client_is_accepted_with_its_own_methods_only() {
         let r = record(&[AuthMethod::ClientSecretBasic], None, true);
-        assert!(check_method(&r, AuthMethod::ClientSecretBasic, true).is_ok());
+        assert!(accepts(&r, AuthMethod::ClientSecretBasic));
+        assert!(!accepts(&r, AuthMethod::ClientSecretPost));
+        assert!(!accepts(&r, AuthMethod::None));
     }
 
     #[test]
-    fn method_not_allowed_is_invalid_client_without_naming_the_allowed_ones() {
-        let r = record(&[AuthMethod::ClientSecretBasic], None, true);
-        let e = check_method(&r, AuthMethod::ClientSecretPost, false).unwrap_err();
-        assert_eq!(
-            (e.status, e.code, e.www_authenticate),
-            (401, ErrorCode::InvalidClient, false)
-        );
-        assert!(!e.description.contains("basic"));
-    }
-
-    #[test]
-    fn disabled_client_fails_like_a_wrong_secret() {
+    fn a_disabled_client_is_accepted_with_no_method() {
         let r = record(&[AuthMethod::ClientSecretBasic], None, false);
-        let e = check_method(&r, AuthMethod::ClientSecretBasic, true).unwrap_err();
-        assert_eq!(e, authentication_failed(true));
+        assert!(!accepts(&r, AuthMethod::ClientSecretBasic));
+    }
+
+    #[test]
+    fn every_failed_authentication_reads_the_same() {
+        let e = authentication_failed(false);
+        assert_eq!(
+            (e.status, e.code, e.description, e.www_authenticate),
+            (
+                401,
+                ErrorCode::InvalidClient,
+                "client authentication failed",
+                false
+            )
+        );
+        assert!(authentication_failed(true).www_authenticate);
     }
 
     #[test]

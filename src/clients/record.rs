@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::secret::{parse_secret, SecretSpec};
+use super::secret::{parse_secret, Profile, SecretSpec};
 use crate::protocol::AuthMethod;
 
 /// A method a client record may name: one the gateway can check ([`AuthMethod::CHECKED`]), in
@@ -177,6 +177,27 @@ impl RawRecord {
 #[derive(Debug, Default)]
 pub struct ClientSet {
     pub records: HashMap<ClientKey, Arc<ClientRecord>>,
+    /// The kind and cost of secret most records use (ties: the costliest): what an unknown
+    /// client's secret is checked against, so that it costs what a known client's does.
+    pub typical_profile: Option<Profile>,
+}
+
+impl ClientSet {
+    fn typical(&self) -> Option<Profile> {
+        let mut counts: HashMap<Profile, usize> = HashMap::new();
+        for spec in self.records.values().filter_map(|r| r.secret.as_ref()) {
+            *counts.entry(spec.profile()).or_default() += 1;
+        }
+        let cost = |p: &Profile| match p {
+            Profile::Argon2id { m_cost, t_cost, .. } => u64::from(*m_cost) * u64::from(*t_cost),
+            Profile::Sha256 => 1,
+            Profile::Plain => 0,
+        };
+        counts
+            .into_iter()
+            .max_by_key(|(p, n)| (*n, cost(p)))
+            .map(|(p, _)| p)
+    }
 }
 
 /// The format of a client file, from its extension.
@@ -214,19 +235,31 @@ pub fn parse_client_file(
             return Err(format!("clients[{i}]: duplicate env_id and client_id"));
         }
     }
+    set.typical_profile = set.typical();
     Ok(set)
 }
 
-/// Parses one record returned by an HTTP registry for `env_id`.
+/// Parses one record returned by an HTTP registry for `env_id`. A registry record holds a hashed
+/// secret (argon2id or sha256): `env:` would hand the gateway's own environment to whoever writes
+/// records, and `plain:` has no place on the wire.
 pub fn parse_registry_record(
     body: &[u8],
     env_id: &str,
     client_id: &[u8],
-    allow_plaintext: bool,
-    env: EnvLookup<'_>,
 ) -> Result<ClientRecord, String> {
     let raw: RawRecord = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    let record = raw.lower(Some(env_id), allow_plaintext, env)?;
+    if raw
+        .secret
+        .as_deref()
+        .is_some_and(|s| s.starts_with("env:") || s.starts_with("plain:"))
+    {
+        return Err(
+            "secret: a registry record holds a hashed secret (argon2id or sha256), not env: or plain:"
+                .into(),
+        );
+    }
+    let no_env = |_: &str| None;
+    let record = raw.lower(Some(env_id), false, &no_env)?;
     if record.env_id != env_id || record.client_id.as_bytes() != client_id {
         return Err("the registry answered with another client".into());
     }
@@ -334,9 +367,50 @@ mod tests {
         let body = format!(
             r#"{{"client_id":"app","secret":"{SHA}","auth_methods":["client_secret_basic"]}}"#
         );
-        let r = parse_registry_record(body.as_bytes(), "e", b"app", false, &no_env).unwrap();
+        let r = parse_registry_record(body.as_bytes(), "e", b"app").unwrap();
         assert_eq!(r.env_id, "e");
-        let e = parse_registry_record(body.as_bytes(), "e", b"other", false, &no_env).unwrap_err();
+        let e = parse_registry_record(body.as_bytes(), "e", b"other").unwrap_err();
         assert!(e.contains("another client"));
+    }
+
+    #[test]
+    fn a_registry_record_may_not_read_the_environment_or_carry_a_plain_secret() {
+        std::env::set_var("TOKENGATE_TEST_REGISTRY_SECRET", "from-the-gateway-env");
+        for secret in ["env:TOKENGATE_TEST_REGISTRY_SECRET", "env:HOME", "plain:x"] {
+            let body = format!(
+                r#"{{"client_id":"app","secret":"{secret}","auth_methods":["client_secret_post"]}}"#
+            );
+            let e = parse_registry_record(body.as_bytes(), "e", b"app").unwrap_err();
+            assert!(e.starts_with("secret:") && !e.contains("from-the"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_typical_profile_is_the_most_common_kind_of_secret() {
+        let argon = crate::clients::secret::Profile::Argon2id {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        }
+        .spec_for(b"x");
+        let argon = match argon {
+            SecretSpec::Argon2id(phc) => phc,
+            _ => unreachable!(),
+        };
+        let entry = |id: &str, secret: &str| {
+            format!(
+                "[[clients]]\nenv_id = \"e\"\nclient_id = \"{id}\"\nsecret = '{secret}'\n\
+                 auth_methods = [\"client_secret_post\"]\n"
+            )
+        };
+        let text = [entry("a", &argon), entry("b", &argon), entry("c", SHA)].concat();
+        let set = file(&text).unwrap();
+        assert!(matches!(
+            set.typical_profile,
+            Some(Profile::Argon2id { m_cost: 64, .. })
+        ));
+        let set = file(&entry("c", SHA)).unwrap();
+        assert_eq!(set.typical_profile, Some(Profile::Sha256));
+        assert_eq!(file("").unwrap().typical_profile, None);
     }
 }

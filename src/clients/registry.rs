@@ -1,6 +1,6 @@
 //! Client records from an HTTP registry: `GET {base}/{envID}/clients/{client_id}` answering a JSON
-//! record (200) or 404 for an unknown client. Every call is bounded by a timeout; connections are
-//! pooled by Pingora's connector.
+//! record (200) or 404 for an unknown client. Every call is bounded by a timeout, at most
+//! `registry_max_inflight` run at once; connections are pooled by Pingora's connector.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use http::header;
 use percent_encoding::{percent_encode, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
+use tokio::sync::Semaphore;
 
 use super::cache::{Fetch, FetchError};
 use super::record::{parse_registry_record, ClientKey, ClientRecord};
@@ -25,12 +26,16 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 /// Largest registry answer read.
 const MAX_BODY: usize = 64 * 1024;
 
+/// How long a lookup waits for one of the `max_inflight` fetches to end before it gives up.
+const INFLIGHT_WAIT: Duration = Duration::from_millis(100);
+
 /// An HTTP client registry.
 pub struct Registry {
     upstream: Arc<Upstream>,
     base_path: String,
     timeout: Duration,
-    allow_plaintext: bool,
+    /// Fetches running at once (distinct unknown ids cannot flood the registry).
+    inflight: Semaphore,
     connector: Connector,
 }
 
@@ -40,13 +45,13 @@ impl Registry {
         upstream: Arc<Upstream>,
         base_path: &str,
         timeout: Duration,
-        allow_plaintext: bool,
+        max_inflight: usize,
     ) -> Registry {
         Registry {
             upstream,
             base_path: base_path.trim_end_matches('/').to_string(),
             timeout,
-            allow_plaintext,
+            inflight: Semaphore::new(max_inflight),
             connector: Connector::new(None),
         }
     }
@@ -109,17 +114,20 @@ impl Fetch<ClientKey, ClientRecord> for Registry {
     async fn fetch(&self, key: &ClientKey) -> Result<Option<ClientRecord>, FetchError> {
         let (env_id, client_id) = (key.env_id(), key.client_id());
         let path = self.path(env_id, client_id);
+        let Ok(Ok(_permit)) = tokio::time::timeout(INFLIGHT_WAIT, self.inflight.acquire()).await
+        else {
+            return Err(FetchError(
+                "registry busy: too many lookups in flight".into(),
+            ));
+        };
         let (status, body) = tokio::time::timeout(self.timeout, self.get(&path))
             .await
             .map_err(|_| FetchError("registry timeout".into()))?
             .map_err(FetchError)?;
         match status {
-            200 => {
-                let env = |k: &str| std::env::var(k).ok();
-                parse_registry_record(&body, env_id, client_id, self.allow_plaintext, &env)
-                    .map(Some)
-                    .map_err(|e| FetchError(format!("registry answer refused: {e}")))
-            }
+            200 => parse_registry_record(&body, env_id, client_id)
+                .map(Some)
+                .map_err(|e| FetchError(format!("registry answer refused: {e}"))),
             404 => Ok(None),
             other => Err(FetchError(format!("registry answered {other}"))),
         }

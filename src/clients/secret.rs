@@ -10,8 +10,11 @@
 //!   high-entropy (machine-generated) secrets; plaintext is opt-in only.
 //! - Constant-time comparison of secret material (`subtle::ConstantTimeEq`) so timing does not
 //!   reveal how much of a guess matched.
-//! - [`VerifiedCache`]: argon2 runs at most once per (client, secret) within a short window;
-//!   only keyed HMAC digests are stored, never secrets.
+//! - [`VerifiedCache`]: successful verifications are remembered for a while (argon2 runs at most
+//!   once per client and secret; a remembered secret passes a lockout); only keyed HMAC digests
+//!   are stored, never secrets.
+//! - [`Profile::dummy`]: a spec of a given kind and cost that nothing matches, so that an unknown
+//!   client's secret costs the same verification as a known client's.
 //!
 //! Spec strings accepted by [`parse_secret`]:
 //! - `$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>` (PHC string format; only argon2id, v=19)
@@ -309,12 +312,98 @@ impl SecretSpec {
         h.finalize().into()
     }
 
+    /// The kind and cost of verifying against this spec.
+    pub fn profile(&self) -> Profile {
+        match self {
+            SecretSpec::Argon2id(phc) => PasswordHash::new(phc)
+                .ok()
+                .and_then(|h| Params::try_from(&h).ok())
+                .map_or(Profile::OWASP_ARGON2ID, |p| Profile::Argon2id {
+                    m_cost: p.m_cost(),
+                    t_cost: p.t_cost(),
+                    p_cost: p.p_cost(),
+                }),
+            SecretSpec::Sha256 { .. } => Profile::Sha256,
+            SecretSpec::Plain(_) => Profile::Plain,
+        }
+    }
+
     /// `"argon2id"`, `"sha256"` or `"plain"`.
     pub fn kind(&self) -> &'static str {
         match self {
             SecretSpec::Argon2id(_) => "argon2id",
             SecretSpec::Sha256 { .. } => "sha256",
             SecretSpec::Plain(_) => "plain",
+        }
+    }
+}
+
+/// The kind and cost of a secret verification: what a dummy verification must match so that an
+/// unknown client costs the same as a known one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Profile {
+    Argon2id {
+        m_cost: u32,
+        t_cost: u32,
+        p_cost: u32,
+    },
+    Sha256,
+    Plain,
+}
+
+impl Profile {
+    /// What `hash-secret` produces by default (OWASP's parameters).
+    pub const OWASP_ARGON2ID: Profile = Profile::Argon2id {
+        m_cost: OWASP_M_COST_KIB,
+        t_cost: OWASP_T_COST,
+        p_cost: OWASP_P_COST,
+    };
+
+    /// `"argon2id"`, `"sha256"` or `"plain"`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Profile::Argon2id { .. } => "argon2id",
+            Profile::Sha256 => "sha256",
+            Profile::Plain => "plain",
+        }
+    }
+
+    /// Whether verifying costs tens of milliseconds (argon2id): run on a blocking thread.
+    pub fn is_expensive(self) -> bool {
+        matches!(self, Profile::Argon2id { .. })
+    }
+
+    /// A spec of this kind and cost for a random secret nobody knows: verifying anything against
+    /// it fails, at the cost of a real verification. Blocking for argon2id (one hash).
+    pub fn dummy(self) -> SecretSpec {
+        self.spec_for(&random_bytes::<32>())
+    }
+
+    /// A spec of this kind and cost holding `secret` (random salt). Blocking for argon2id.
+    pub fn spec_for(self, secret: &[u8]) -> SecretSpec {
+        match self {
+            Profile::Argon2id {
+                m_cost,
+                t_cost,
+                p_cost,
+            } => {
+                let params = Params::new(m_cost, t_cost, p_cost, None)
+                    .or_else(|_| owasp_params())
+                    .ok();
+                match params.map(|p| try_hash_argon2id(secret, p)) {
+                    Some(Ok(phc)) => SecretSpec::Argon2id(phc),
+                    // Unreachable with parameters read from a valid spec; still a real hash.
+                    _ => SecretSpec::Argon2id(hash_argon2id(secret)),
+                }
+            }
+            Profile::Sha256 => {
+                let salt = random_bytes::<GENERATED_SALT_LEN>();
+                SecretSpec::Sha256 {
+                    digest: salted_sha256(&salt, secret),
+                    salt: salt.to_vec(),
+                }
+            }
+            Profile::Plain => SecretSpec::Plain(secret.to_vec()),
         }
     }
 }
@@ -376,8 +465,9 @@ pub fn hash_sha256(secret: &[u8]) -> String {
     )
 }
 
-/// Remembers successful verifications for a short time so argon2 runs at most once per
-/// (client, secret) within `ttl`.
+/// Remembers successful verifications, so that argon2 runs at most once per (client, secret)
+/// within `ttl`, and so that a client's known-good secret still passes while its client_id is
+/// locked out by someone else's guesses. Every hit starts the `ttl` afresh.
 ///
 /// Keys are HMAC-SHA256 under a process-random 32-byte key of the length-prefixed env_id,
 /// client_id, spec fingerprint and presented secret: only these digests and insertion times are
@@ -446,11 +536,16 @@ impl VerifiedCache {
         mac.finalize().into_bytes().into()
     }
 
-    /// Whether `key` was verified within `ttl`. An expired entry is removed.
+    /// Whether `key` was verified within `ttl`; a hit starts its `ttl` afresh (a client that keeps
+    /// using its secret stays remembered). An expired entry is removed.
     pub fn contains(&self, key: &[u8; 32]) -> bool {
-        // Read under the shard guard, then drop it before removing (DashMap deadlocks otherwise).
-        let fresh = match self.entries.get(key) {
-            Some(at) => at.elapsed() < self.ttl,
+        // Update under the shard guard, then drop it before removing (DashMap deadlocks otherwise).
+        let fresh = match self.entries.get_mut(key) {
+            Some(mut at) if at.elapsed() < self.ttl => {
+                *at = Instant::now();
+                true
+            }
+            Some(_) => false,
             None => return false,
         };
         if !fresh {

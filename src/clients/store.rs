@@ -2,11 +2,12 @@
 //! admin view, metrics, reload) and where the records come from (a file, or an HTTP registry
 //! behind a read-through cache). Callers ask it; they never look at which source it is.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::cache::{CacheConfig, CacheStats, ReadThrough};
 use super::file::FileStore;
 use super::registry::Registry;
+use super::secret::Profile;
 use crate::config::{ClientSource, ClientsSettings};
 use crate::upstream::Upstream;
 
@@ -27,6 +28,8 @@ enum Source {
 struct CachedRegistry {
     cache: ReadThrough<ClientKey, ClientRecord>,
     registry: Registry,
+    /// The kind and cost of the first secret the registry answered with.
+    seen_profile: OnceLock<Profile>,
 }
 
 /// What a store holds and has done, for metrics.
@@ -53,20 +56,28 @@ impl ClientStore {
             ClientSource::Registry {
                 upstream,
                 base_path,
-            } => Source::Registry(Box::new(CachedRegistry {
-                cache: ReadThrough::new(CacheConfig {
-                    ttl: c.cache_ttl,
-                    negative_ttl: c.cache_negative_ttl,
-                    max_stale: c.cache_max_stale,
-                    capacity: c.cache_capacity,
-                }),
-                registry: Registry::new(
-                    Arc::new(Upstream::new(upstream.clone())),
-                    base_path,
-                    c.registry_timeout,
-                    c.allow_plaintext,
-                ),
-            })),
+            } => {
+                if !upstream.tls {
+                    tracing::warn!(host = %upstream.host,
+                        "THE CLIENT REGISTRY IS PLAIN HTTP (clients.allow_insecure_registry): \
+                         client records and secret hashes cross the network in clear");
+                }
+                Source::Registry(Box::new(CachedRegistry {
+                    cache: ReadThrough::new(CacheConfig {
+                        ttl: c.cache_ttl,
+                        negative_ttl: c.cache_negative_ttl,
+                        max_stale: c.cache_max_stale,
+                        capacity: c.cache_capacity,
+                    }),
+                    registry: Registry::new(
+                        Arc::new(Upstream::new(upstream.clone())),
+                        base_path,
+                        c.registry_timeout,
+                        c.registry_max_inflight,
+                    ),
+                    seen_profile: OnceLock::new(),
+                }))
+            }
         };
         Ok(ClientStore { source })
     }
@@ -86,8 +97,26 @@ impl ClientStore {
                 Some(r) => Lookup::Found(r),
                 None => Lookup::Unknown,
             },
-            Source::Registry(r) => r.cache.get(key, &r.registry).await,
+            Source::Registry(r) => {
+                let found = r.cache.get(key, &r.registry).await;
+                if let Lookup::Found(record) = &found {
+                    if let Some(spec) = &record.secret {
+                        r.seen_profile.get_or_init(|| spec.profile());
+                    }
+                }
+                found
+            }
         }
+    }
+
+    /// The kind and cost of secret the records use (most of a file's; the first a registry
+    /// answered with; argon2id with `hash-secret`'s parameters before any is known).
+    pub fn typical_profile(&self) -> Profile {
+        let known = match &self.source {
+            Source::File(f) => f.typical_profile(),
+            Source::Registry(r) => r.seen_profile.get().copied(),
+        };
+        known.unwrap_or(Profile::OWASP_ARGON2ID)
     }
 
     /// The record of `key` if the store holds it now, without asking a registry.

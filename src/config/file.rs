@@ -72,6 +72,9 @@ pub(super) struct FileClients {
     pub(super) verified_ttl: Option<Duration>,
     pub(super) verified_capacity: Option<usize>,
     pub(super) allow_plaintext: Option<bool>,
+    pub(super) max_pending_verifications: Option<usize>,
+    pub(super) registry_max_inflight: Option<usize>,
+    pub(super) allow_insecure_registry: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,6 +102,9 @@ pub(super) struct FileServer {
     pub(super) tls_listen: Vec<String>,
     pub(super) tls_cert: Option<String>,
     pub(super) tls_key: Option<String>,
+    pub(super) strict_paths: Option<bool>,
+    #[serde(default)]
+    pub(super) trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,10 +1,12 @@
 //! Lowering: the file format checked key by key and turned into [`Settings`]. Reads the files and
 //! environment variables the configuration names (certificates, `env:` tokens).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+use ipnet::IpNet;
 
 use super::file::*;
 use super::routes::{find_upstream, lower_route, RouteTargets};
@@ -140,6 +142,10 @@ fn lower_clients(
         verified_ttl: c.verified_ttl.unwrap_or(d.verified_ttl),
         verified_capacity: c.verified_capacity.unwrap_or(d.verified_capacity),
         allow_plaintext: c.allow_plaintext.unwrap_or(d.allow_plaintext),
+        max_pending_verifications: c
+            .max_pending_verifications
+            .unwrap_or(d.max_pending_verifications),
+        registry_max_inflight: c.registry_max_inflight.unwrap_or(d.registry_max_inflight),
         lockout: LockoutSettings {
             window: l.window.unwrap_or(dl.window),
             max_failures_per_client: l
@@ -162,6 +168,11 @@ fn lower_clients(
     for (field, n) in [
         ("cache_capacity", settings.cache_capacity),
         ("verified_capacity", settings.verified_capacity),
+        (
+            "max_pending_verifications",
+            settings.max_pending_verifications,
+        ),
+        ("registry_max_inflight", settings.registry_max_inflight),
     ] {
         if n == 0 {
             return Err(invalid(
@@ -172,6 +183,22 @@ fn lower_clients(
     }
     if settings.lockout.window.is_zero() {
         return Err(invalid("lockout.window", "must be greater than zero"));
+    }
+    if let ClientSource::Registry { upstream: u, .. } = &settings.source {
+        if !u.tls {
+            if c.allow_insecure_registry != Some(true) {
+                return Err(invalid(
+                    "clients.registry_url",
+                    "an http:// registry sends client records (secret hashes) in clear: use \
+                     https://, or set clients.allow_insecure_registry = true",
+                ));
+            }
+        } else if c.allow_insecure_registry.is_some() {
+            return Err(invalid(
+                "clients.allow_insecure_registry",
+                "only applies to an http:// registry_url",
+            ));
+        }
     }
     // Registry calls get the registry timeout for every phase.
     if let ClientSource::Registry { upstream: u, .. } = &mut settings.source {
@@ -308,10 +335,26 @@ fn lower_server(s: FileServer, base: &Base<'_>) -> Result<ServerSettings, Config
             ))
         }
     };
+    let trusted_proxies = s
+        .trusted_proxies
+        .iter()
+        .map(|p| {
+            p.parse::<IpNet>()
+                .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    invalid(
+                        "server.trusted_proxies",
+                        format!("{p:?} is not an address or CIDR block (e.g. \"10.0.0.0/8\")"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(ServerSettings {
         tls,
         listen,
         threads,
+        strict_paths: s.strict_paths.unwrap_or(d.strict_paths),
+        trusted_proxies,
         keepalive_timeout: s.keepalive_timeout.unwrap_or(d.keepalive_timeout),
         grace_period: s.grace_period.unwrap_or(d.grace_period),
         shutdown_timeout: s.shutdown_timeout.unwrap_or(d.shutdown_timeout),

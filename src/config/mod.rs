@@ -391,4 +391,58 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn an_http_registry_must_be_allowed_explicitly() {
+        let e = err(&format!(
+            "{MINIMAL}\n[clients]\nregistry_url = \"http://reg.internal/v1\"\n"
+        ));
+        assert!(
+            e.starts_with("clients.registry_url") && e.contains("allow_insecure_registry"),
+            "{e}"
+        );
+        let s = Settings::parse(&format!(
+            "{MINIMAL}\n[clients]\nregistry_url = \"http://reg.internal/v1\"\nallow_insecure_registry = true\n"
+        ))
+        .unwrap();
+        assert!(s.clients.is_some());
+        let e = err(&format!(
+            "{MINIMAL}\n[clients]\nregistry_url = \"https://reg/v1\"\nallow_insecure_registry = true\n"
+        ));
+        assert!(e.starts_with("clients.allow_insecure_registry"), "{e}");
+    }
+
+    #[test]
+    fn abuse_limits_have_defaults_and_are_checked() {
+        let s = Settings::parse(&format!("{MINIMAL}\n[clients]\nfile = \"c.toml\"\n")).unwrap();
+        let c = s.clients.unwrap();
+        assert_eq!(
+            (c.max_pending_verifications, c.registry_max_inflight),
+            (64, 64)
+        );
+        assert!(s.server.strict_paths && s.server.trusted_proxies.is_empty());
+        let e = err(&format!(
+            "{MINIMAL}\n[clients]\nfile = \"c\"\nmax_pending_verifications = 0\n"
+        ));
+        assert_eq!(
+            e,
+            "clients.max_pending_verifications: must be greater than zero"
+        );
+        let s = Settings::parse(&format!(
+            "{MINIMAL}\n[server]\nstrict_paths = false\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.2\", \"::1\"]\n"
+        ))
+        .unwrap();
+        assert!(!s.server.strict_paths);
+        assert_eq!(s.server.trusted_proxies.len(), 3);
+        assert!(
+            s.server.trusted_proxies[1].contains(&"127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        );
+        let e = err(&format!(
+            "{MINIMAL}\n[server]\ntrusted_proxies = [\"lb.internal\"]\n"
+        ));
+        assert!(
+            e.starts_with("server.trusted_proxies") && e.contains("lb.internal"),
+            "{e}"
+        );
+    }
 }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::protocol::{BasicEncoding, Conversion, DiscoveryRewrite, Endpoint};
@@ -107,8 +108,12 @@ pub struct ClientsSettings {
     /// How long a successful expensive (argon2id) verification is remembered.
     pub verified_ttl: Duration,
     pub verified_capacity: usize,
-    /// Whether records may hold `plain:` secrets.
+    /// Whether a client file's records may hold `plain:` secrets (registry records never may).
     pub allow_plaintext: bool,
+    /// Expensive (argon2id) verifications waiting or running at most; past it, 503.
+    pub max_pending_verifications: usize,
+    /// Registry fetches running at once at most.
+    pub registry_max_inflight: usize,
     pub lockout: LockoutSettings,
 }
 
@@ -126,6 +131,8 @@ impl ClientsSettings {
             verified_ttl: Duration::from_secs(300),
             verified_capacity: 100_000,
             allow_plaintext: false,
+            max_pending_verifications: 64,
+            registry_max_inflight: 64,
             lockout: LockoutSettings::default(),
         }
     }
@@ -161,6 +168,11 @@ pub struct ServerSettings {
     pub realm: String,
     /// HTTPS listeners: addresses, certificate chain and key (PEM files).
     pub tls: Option<TlsListen>,
+    /// Refuse paths that reach a token or discovery route only in another spelling (case,
+    /// `;` parameters, an encoded `/` or a `\\`) instead of forwarding them.
+    pub strict_paths: bool,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` name the client's address.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for ServerSettings {
@@ -173,6 +185,8 @@ impl Default for ServerSettings {
             shutdown_timeout: Duration::from_secs(5),
             realm: "tokengate".to_string(),
             tls: None,
+            strict_paths: true,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -161,6 +161,17 @@ impl OAuthError {
         )
     }
 
+    /// 503: too many secret verifications are waiting; the client should retry shortly.
+    pub fn verification_busy() -> Self {
+        let mut e = Self::new(
+            503,
+            ErrorCode::TemporarilyUnavailable,
+            "client authentication is temporarily unavailable",
+        );
+        e.retry_after = Some(1);
+        e
+    }
+
     /// 408: the client did not send its whole body in time.
     pub const fn body_timeout() -> Self {
         Self::new(

@@ -17,5 +17,6 @@ pub use endpoint::{Endpoint, GrantCheck};
 pub use error::{ErrorCode, OAuthError};
 pub use method::{AuthMethod, Conversion, MethodSeen};
 pub use token::{
-    check_head, decide, extract, BodyLimit, Extracted, Forward, Head, HeaderChange, Reading,
+    check_head, decide, extract, query_carries_secrets, BodyLimit, Extracted, Forward, Head,
+    HeaderChange, Reading,
 };

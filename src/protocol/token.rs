@@ -156,6 +156,26 @@ fn check_query(query: &[u8]) -> Result<(), OAuthError> {
     Ok(())
 }
 
+/// Whether a query string carries client secrets (`client_secret`, `client_assertion`,
+/// `client_assertion_type`; a bare `client_id`, as in an authorization request, does not count).
+/// RFC 6749 §2.3.1: credentials never go in the request URI; the gateway refuses such requests on
+/// every route towards a server that hosts a token endpoint. Names are form-decoded; a name whose
+/// escape is malformed reads as no parameter (no server decodes it to one either).
+pub fn query_carries_secrets(query: &[u8]) -> bool {
+    form::pieces(query).any(|pair| {
+        form::decode(pair.name).is_ok_and(|name| {
+            matches!(
+                CredParam::from_name(&name),
+                Some(
+                    CredParam::ClientSecret
+                        | CredParam::ClientAssertion
+                        | CredParam::ClientAssertionType
+                )
+            )
+        })
+    })
+}
+
 /// The credential parameters found in a body: piece index and decoded value.
 #[derive(Default)]
 struct BodyCredentials {
@@ -1164,6 +1184,27 @@ mod tests {
         fn decide_never_panics(body in any::<Vec<u8>>(), h in any::<Vec<u8>>()) {
             let _ = decide(&[&h], &body, Conversion::ToPost, RFC);
             let _ = decide(&[], &body, Conversion::ToBasic, BasicEncoding::Raw);
+        }
+    }
+
+    #[test]
+    fn secrets_in_a_query_string_are_recognized_but_a_bare_client_id_is_not() {
+        for q in [
+            "client_id=web-app&client_secret=x",
+            "client%5Fsecret=x",
+            "a=1&client_assertion=j",
+            "client_assertion_type=urn",
+            "client+secret=x&client_secret",
+        ] {
+            assert!(query_carries_secrets(q.as_bytes()), "{q}");
+        }
+        for q in [
+            "client_id=web-app&response_type=code",
+            "",
+            "secret=x",
+            "client_secret%zz=x",
+        ] {
+            assert!(!query_carries_secrets(q.as_bytes()), "{q}");
         }
     }
 }

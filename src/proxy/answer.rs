@@ -7,10 +7,18 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
 
+use super::ctx::Ctx;
 use crate::protocol::{ErrorCode, OAuthError};
 
+/// Answers the request with `e` itself (recorded in `ctx`): `Ok(true)` for `request_filter`.
+pub async fn local(session: &mut Session, ctx: &mut Ctx, e: &OAuthError) -> pingora::Result<bool> {
+    ctx.answered_locally(e);
+    write(session, e, &ctx.rt.settings.server.realm).await?;
+    Ok(true)
+}
+
 /// Writes a local RFC 6749 §5.2 answer (closing the connection when the error says so).
-pub async fn write(session: &mut Session, e: &OAuthError, realm: &str) -> pingora::Result<()> {
+async fn write(session: &mut Session, e: &OAuthError, realm: &str) -> pingora::Result<()> {
     if e.close {
         session.as_downstream_mut().set_keepalive(None);
     }

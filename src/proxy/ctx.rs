@@ -1,15 +1,18 @@
 //! Per-request state, grouped by concern: which configuration and route the request runs on, its
 //! route kind's own state, its timing and its outcome.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pingora::proxy::Session;
 use pingora::Error;
 
 use super::discovery::DiscoveryState;
 use super::token::TokenState;
+use crate::client_addr;
 use crate::metrics;
-use crate::observe::{Action, Finished};
+use crate::observe::{self, Action, Finished};
 use crate::protocol::{ErrorCode, MethodSeen, OAuthError};
 use crate::runtime::Runtime;
 use crate::upstream::Upstream;
@@ -20,6 +23,8 @@ pub struct Ctx {
     pub rt: Arc<Runtime>,
     /// The client's `X-Request-Id` (when well-formed) or one made here.
     pub request_id: String,
+    /// The client's address (behind trusted proxies, the one they name).
+    pub client_ip: Option<IpAddr>,
     /// The route the path matched; `None`: the default upstream, untouched.
     pub route: Option<Routed>,
     /// What the route's kind keeps between phases.
@@ -40,6 +45,8 @@ pub struct Routed {
 pub enum RouteState {
     /// Proxied untouched (no route, a passthrough route, or a CORS preflight on a token route).
     Passthrough,
+    /// Refused before routing (a disguised path, secrets in a query string).
+    Refused,
     Token(TokenState),
     Discovery(DiscoveryState),
 }
@@ -66,6 +73,7 @@ impl Ctx {
         Ctx {
             rt,
             request_id: String::new(),
+            client_ip: None,
             route: None,
             state: RouteState::Passthrough,
             timing: Timing {
@@ -77,14 +85,47 @@ impl Ctx {
         }
     }
 
-    /// The upstream the request goes to: its route's, or the default.
-    pub fn upstream(&self) -> &Arc<Upstream> {
+    /// Takes what every request needs from its head: its ID, its client's address, and the
+    /// keep-alive the connection gets.
+    pub fn begin(&mut self, session: &mut Session) {
+        let server = &self.rt.settings.server;
+        let req = session.req_header();
+        self.request_id = observe::request_id(req.headers.get("x-request-id"));
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        self.client_ip = if server.trusted_proxies.is_empty() {
+            peer
+        } else {
+            let all = |name| -> Vec<&[u8]> {
+                req.headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| v.as_bytes())
+                    .collect()
+            };
+            client_addr::client_address(
+                peer,
+                &server.trusted_proxies,
+                &all("x-forwarded-for"),
+                &all("forwarded"),
+            )
+        };
+        let keepalive = server.keepalive_timeout.as_secs().max(1);
+        session.as_downstream_mut().set_keepalive(Some(keepalive));
+    }
+
+    /// The index of the upstream the request goes to: its route's, or the default.
+    pub fn upstream_index(&self) -> usize {
         let s = &self.rt.settings;
-        let i = self
-            .route
+        self.route
             .as_ref()
-            .map_or(s.default_upstream, |r| s.routes[r.index].upstream);
-        &self.rt.upstreams[i]
+            .map_or(s.default_upstream, |r| s.routes[r.index].upstream)
+    }
+
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.rt.upstreams[self.upstream_index()]
     }
 
     /// The route's name for metrics and logs.
@@ -107,6 +148,7 @@ impl Ctx {
     fn action(&self) -> (Option<MethodSeen>, Action) {
         match &self.state {
             RouteState::Token(t) => t.action(),
+            RouteState::Refused => (None, Action::Rejected),
             RouteState::Discovery(d) if d.rewritten() => (None, Action::Rewritten),
             RouteState::Discovery(_) | RouteState::Passthrough => (None, Action::Passthrough),
         }
@@ -122,6 +164,7 @@ impl Ctx {
         };
         Finished {
             request_id: &self.request_id,
+            client_ip: self.client_ip,
             route: self.route_name(),
             env_id: self.env_id(),
             client_id,

@@ -5,6 +5,7 @@
 mod answer;
 mod ctx;
 mod discovery;
+mod guard;
 mod token;
 
 use std::sync::Arc;
@@ -49,27 +50,27 @@ impl ProxyHttp for Gateway {
 
     /// Routes the request; token routes are checked, read and decided here.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
-        ctx.request_id = observe::request_id(session.req_header().headers.get("x-request-id"));
         let rt = ctx.rt.clone();
-        let keepalive = rt.settings.server.keepalive_timeout.as_secs().max(1);
-        session.as_downstream_mut().set_keepalive(Some(keepalive));
-
+        ctx.begin(session);
         let path = routing::normalize(session.req_header().uri.path());
-        let Some(m) = routing::route(rt.settings.routes.iter().map(|r| &r.matcher), &path) else {
-            return Ok(false);
-        };
-        let route = &rt.settings.routes[m.route];
-        ctx.route = Some(Routed {
-            index: m.route,
-            env_id: m.env_id.map(str::to_string),
-        });
-        let mode = match &route.mode {
-            RouteMode::Passthrough => return Ok(false),
-            RouteMode::Discovery(rules) => {
+        if let Some(m) = routing::route(rt.settings.routes.iter().map(|r| &r.matcher), &path) {
+            ctx.route = Some(Routed {
+                index: m.route,
+                env_id: m.env_id.map(str::to_string),
+            });
+        }
+        let (route, upstream) = (ctx.route.as_ref().map(|r| r.index), ctx.upstream_index());
+        if let Some(e) = guard::refuse(&rt.settings, session.req_header(), &path, route, upstream) {
+            ctx.state = RouteState::Refused;
+            return answer::local(session, ctx, &e).await;
+        }
+        let mode = match route.map(|r| &rt.settings.routes[r].mode) {
+            None | Some(RouteMode::Passthrough) => return Ok(false),
+            Some(RouteMode::Discovery(rules)) => {
                 ctx.state = RouteState::Discovery(DiscoveryState::new(rules.clone()));
                 return Ok(false);
             }
-            RouteMode::Token(mode) => *mode,
+            Some(RouteMode::Token(mode)) => *mode,
         };
         // A CORS preflight is not a token request: the authorization server answers it (browser
         // apps using PKCE send one before their POST).
@@ -77,15 +78,11 @@ impl ProxyHttp for Gateway {
             return Ok(false);
         }
         let (state, rejection) =
-            token::receive(session, &rt, mode, route.upstream, ctx.env_id()).await;
+            token::receive(session, &rt, mode, upstream, ctx.env_id(), ctx.client_ip).await;
         ctx.state = RouteState::Token(state);
         match rejection {
             None => Ok(false),
-            Some(e) => {
-                ctx.answered_locally(&e);
-                answer::write(session, &e, &rt.settings.server.realm).await?;
-                Ok(true)
-            }
+            Some(e) => answer::local(session, ctx, &e).await,
         }
     }
 
@@ -111,7 +108,7 @@ impl ProxyHttp for Gateway {
         match &ctx.state {
             RouteState::Token(t) => t.upstream_request(upstream_request)?,
             RouteState::Discovery(d) => d.upstream_request(upstream_request),
-            RouteState::Passthrough => {}
+            RouteState::Passthrough | RouteState::Refused => {}
         }
         Ok(())
     }
@@ -167,8 +164,7 @@ impl ProxyHttp for Gateway {
         let status = answer.as_ref().map_or(0, |a| a.status);
         if let Some(a) = answer {
             if session.response_written().is_none() {
-                ctx.answered_locally(&a);
-                if let Err(err) = answer::write(session, &a, &ctx.rt.settings.server.realm).await {
+                if let Err(err) = answer::local(session, ctx, &a).await {
                     tracing::debug!(error = %err, "could not send the error answer");
                 }
             }

@@ -2,6 +2,8 @@
 //! PAR, device authorization). The request is checked, read whole and decided in `request_filter`;
 //! what was decided is sent upstream through the [`Exchange`].
 
+use std::net::IpAddr;
+
 use bytes::Bytes;
 use http::header;
 use pingora::http::RequestHeader;
@@ -73,9 +75,15 @@ pub async fn receive(
     mode: TokenMode,
     upstream: usize,
     env_id: Option<&str>,
+    client_ip: Option<IpAddr>,
 ) -> (TokenState, Option<OAuthError>) {
     let mut client_id = None;
-    match decide(session, rt, mode, upstream, env_id, &mut client_id).await {
+    let to = Target {
+        upstream,
+        env_id,
+        client_ip,
+    };
+    match decide(session, rt, mode, &to, &mut client_id).await {
         Ok(exchange) => (
             TokenState::Forwarding {
                 client_id,
@@ -87,6 +95,13 @@ pub async fn receive(
     }
 }
 
+/// Where a token request goes, and who sent it.
+struct Target<'a> {
+    upstream: usize,
+    env_id: Option<&'a str>,
+    client_ip: Option<IpAddr>,
+}
+
 async fn decide(
     session: &mut Session,
     rt: &Runtime,
@@ -95,8 +110,7 @@ async fn decide(
         validate,
         endpoint,
     }: TokenMode,
-    upstream: usize,
-    env_id: Option<&str>,
+    to: &Target<'_>,
     seen_client_id: &mut Option<Vec<u8>>,
 ) -> Result<Exchange, OAuthError> {
     let limits = rt.settings.token;
@@ -146,12 +160,9 @@ async fn decide(
     *seen_client_id = extracted.client_id().map(<[u8]>::to_vec);
     let conversion = match (&rt.validator, validate) {
         (Some(v), true) => {
-            let ip = session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip());
+            let env_id = to.env_id.unwrap_or_default();
             let verified = v
-                .validate(env_id.unwrap_or_default(), endpoint, &extracted, ip)
+                .validate(env_id, endpoint, &extracted, to.client_ip)
                 .await?;
             extracted = extracted.with_reading(verified.reading);
             verified
@@ -163,7 +174,7 @@ async fn decide(
     };
     let forward = extracted.convert(
         conversion,
-        rt.upstreams[upstream].settings.basic_encoding,
+        rt.upstreams[to.upstream].settings.basic_encoding,
         endpoint,
         &authorization,
         &body,

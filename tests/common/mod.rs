@@ -390,6 +390,11 @@ fn capture_logs() {
     });
 }
 
+/// Everything the in-process gateways of this test binary logged so far.
+pub fn logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+}
+
 /// Fails when any captured log line carries client credentials: a client_secret parameter, an
 /// Authorization value, or Basic credentials.
 pub fn assert_logs_hold_no_credentials() {
@@ -503,6 +508,26 @@ impl Gateway {
         let s = TcpStream::connect(self.addr).unwrap();
         s.set_read_timeout(Some(WAIT)).unwrap();
         s
+    }
+
+    /// A connection from a given loopback address (127.0.0.0/8), to play another client.
+    pub fn connect_from(&self, local: std::net::IpAddr) -> TcpStream {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.bind(&SocketAddr::new(local, 0).into()).unwrap();
+        socket.connect(&self.addr.into()).unwrap();
+        let s: TcpStream = socket.into();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s
+    }
+
+    /// Sends raw bytes on a new connection from `local` and reads one response.
+    pub fn send_from(&self, local: std::net::IpAddr, raw: &[u8]) -> Message {
+        let mut s = self.connect_from(local);
+        s.write_all(raw).unwrap();
+        read_message(&mut BufReader::new(s), false)
+            .unwrap()
+            .expect("no response")
     }
 
     /// Sends raw bytes on a new connection and reads one response.

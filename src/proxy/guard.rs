@@ -1,0 +1,52 @@
+//! Requests refused whatever route they take: a path that reaches a protected endpoint (token or
+//! discovery route) only in a disguise, and client secrets in the query string of a request to a
+//! server that hosts a token endpoint. Either would otherwise reach that server past the checks.
+
+use pingora::http::RequestHeader;
+
+use crate::config::{RouteMode, Settings};
+use crate::protocol::{query_carries_secrets, OAuthError};
+use crate::routing;
+
+/// The answer for a request that must not go anywhere, if it is one. `path` is the normalized
+/// path; `route` the route it matched, `upstream` where it would go.
+pub fn refuse(
+    settings: &Settings,
+    req: &RequestHeader,
+    path: &str,
+    route: Option<usize>,
+    upstream: usize,
+) -> Option<OAuthError> {
+    let mode = route.map(|r| &settings.routes[r].mode);
+    if matches!(mode, Some(RouteMode::Token(_))) {
+        // The token route's own checks apply (query credentials included).
+        return None;
+    }
+    let protected = settings
+        .routes
+        .iter()
+        .filter(|r| !matches!(r.mode, RouteMode::Passthrough))
+        .map(|r| &r.matcher);
+    let on_protected = matches!(mode, Some(RouteMode::Discovery(_)));
+    if settings.server.strict_paths && !on_protected && routing::reaches_disguised(protected, path)
+    {
+        return Some(
+            OAuthError::invalid_request(
+                "the request path names a protected endpoint in a non-canonical spelling",
+            )
+            .closing(),
+        );
+    }
+    let hosts_token_endpoint = settings
+        .routes
+        .iter()
+        .any(|r| r.upstream == upstream && matches!(r.mode, RouteMode::Token(_)));
+    let query = req.uri.query().map(str::as_bytes);
+    if hosts_token_endpoint && query.is_some_and(query_carries_secrets) {
+        return Some(
+            OAuthError::invalid_request("client credentials must not be sent in the query string")
+                .closing(),
+        );
+    }
+    None
+}
