@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::{header, Response, StatusCode};
-use pingora::apps::http_app::ServeHttp;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
 
 use percent_encoding::percent_decode_str;
 use sha2::{Digest, Sha256};
@@ -22,7 +24,7 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// The running configuration: its upstreams must be resolvable for `/readyz`.
     pub shared: Shared,
-    /// Required as `Authorization: Bearer …` on every path but `/healthz`.
+    /// Required as `Authorization: Bearer …` on every path but the probes (`/healthz`, `/readyz`).
     pub bearer_token: Option<String>,
 }
 
@@ -77,8 +79,50 @@ fn text(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u
     resp
 }
 
+/// The admin listener's HTTP app. Pingora's `ServeHttp` logs a head that fails to parse whole,
+/// `Authorization` included, at error level: this app says only what went wrong.
 #[async_trait]
-impl ServeHttp for Admin {
+impl HttpServerApp for Admin {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut http: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match http.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                // Never `{e}`: its context quotes the request head.
+                tracing::warn!(error = e.etype().as_str(), "admin: unreadable request");
+                return None;
+            }
+        }
+        let keepalive = if *shutdown.borrow() { None } else { Some(60) };
+        http.set_keepalive(keepalive);
+        let (parts, body) = self.response(&mut http).await.into_parts();
+        let head: ResponseHeader = parts.into();
+        if let Err(e) = http.write_response_header(Box::new(head)).await {
+            tracing::debug!(error = e.etype().as_str(), "admin: could not answer");
+            return None;
+        }
+        if !body.is_empty() {
+            if let Err(e) = http.write_response_body(body.into(), true).await {
+                tracing::debug!(error = e.etype().as_str(), "admin: could not answer");
+                return None;
+            }
+        }
+        let persistent = HttpPersistentSettings::for_session(&http);
+        match http.finish().await {
+            Ok(reusable) => reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, persistent)),
+            Err(e) => {
+                tracing::debug!(error = e.etype().as_str(), "admin: could not finish");
+                None
+            }
+        }
+    }
+}
+
+impl Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
@@ -89,7 +133,8 @@ impl ServeHttp for Admin {
             );
         }
         let path = req.uri.path().to_string();
-        if path != "/healthz" && !self.authorized(session) {
+        let probe = path == "/healthz" || path == "/readyz";
+        if !probe && !self.authorized(session) {
             let mut resp = text(
                 StatusCode::UNAUTHORIZED,
                 "text/plain",

@@ -8,7 +8,7 @@
 //! to its left by whoever sent the request (which may be anyone). From any other connection these
 //! headers are ignored. The result is what per-address lockout counting and the access log use.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 
@@ -44,6 +44,16 @@ pub fn client_address(
         .copied()
         .unwrap_or(peer);
     Some(canonical(client))
+}
+
+/// The key an address is counted under (lockout, connection caps): IPv4 as is, IPv4-mapped IPv6
+/// as IPv4, other IPv6 by its /64 prefix (the usual allocation to one subscriber, so an attacker
+/// cannot dodge a limit by rotating through their own prefix).
+pub fn counting_key(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 => v4,
+    }
 }
 
 /// IPv4-mapped IPv6 addresses as IPv4, so `::ffff:10.0.0.1` is `10.0.0.1` everywhere.

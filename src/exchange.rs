@@ -14,22 +14,31 @@ use pingora::http::RequestHeader;
 use pingora::protocols::http::ServerSession;
 use pingora::ErrorType;
 
-use crate::protocol::{Forward, HeaderChange, OAuthError};
+use crate::protocol::{Forward, HeaderChange, OAuthError, SecretBytes};
 
 /// What is sent upstream for one token request.
-#[derive(Debug)]
 pub struct Exchange {
     pub forward: Forward,
     body: Option<Bytes>,
     body_len: usize,
 }
 
+/// Never prints the body (it may carry the secret).
+impl std::fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exchange")
+            .field("forward", &self.forward)
+            .field("body_len", &self.body_len)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Exchange {
-    /// Pairs a decision with the body the client sent.
-    pub fn new(forward: Forward, received: Vec<u8>) -> Exchange {
+    /// Pairs a decision with the body the client sent (zeroized here when it is replaced).
+    pub fn new(forward: Forward, received: SecretBytes) -> Exchange {
         let body: Bytes = match &forward.body {
             Some(new) => Bytes::copy_from_slice(new),
-            None => received.into(),
+            None => received.into_vec().into(),
         };
         Exchange {
             body_len: body.len(),
@@ -66,7 +75,7 @@ pub async fn read_body(
     session: &mut ServerSession,
     max_bytes: usize,
     timeout: Duration,
-) -> Result<Vec<u8>, OAuthError> {
+) -> Result<SecretBytes, OAuthError> {
     // Without this the body is consumed here and never reaches the upstream phase (the request
     // then hangs). The buffer holds 64 KiB; the configuration caps bodies below that.
     session.enable_retry_buffering();
@@ -85,10 +94,31 @@ pub async fn read_body(
             }
             buf.extend_from_slice(&chunk);
         }
-        Ok(buf)
+        Ok(SecretBytes::from(buf))
     };
     match tokio::time::timeout(timeout, read_all).await {
         Ok(result) => result,
         Err(_) => Err(OAuthError::body_timeout()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{decide, BasicEncoding, Conversion};
+
+    #[test]
+    fn debug_never_shows_the_body_or_the_header() {
+        let body = b"grant_type=x&client_id=app&client_secret=Hunter2-Secret";
+        let forward = decide(&[], body, Conversion::ToBasic, BasicEncoding::Rfc6749);
+        let Ok(forward) = forward else {
+            panic!("decided")
+        };
+        let x = Exchange::new(forward, body.as_slice().into());
+        let shown = format!("{x:?}");
+        assert!(
+            !shown.contains("Hunter2") && !shown.contains("Basic"),
+            "{shown}"
+        );
     }
 }

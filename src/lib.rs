@@ -18,6 +18,7 @@
 //! - [`observe`]: metrics and the access log line of a finished request.
 //! - [`metrics`], [`admin`]: the Prometheus registry; the admin listener.
 //! - [`background`]: the reloader and the upstream resolver.
+//! - [`conn`]: connection caps and request-head deadlines around the listeners' apps.
 //! - [`server`], [`logging`], [`cli`]: server assembly, log output, the command line.
 
 pub mod admin;
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod client_addr;
 pub mod clients;
 pub mod config;
+pub mod conn;
 pub mod exchange;
 pub mod lockout;
 pub mod logging;

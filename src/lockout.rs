@@ -45,12 +45,14 @@
 
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use pingora_limits::estimator::Estimator;
+
+use crate::client_addr::counting_key;
 
 /// Whose failure it is: the client (within its environment) and the source address.
 #[derive(Debug, Clone, Copy)]
@@ -190,18 +192,6 @@ fn round_up_secs(d: Duration) -> Duration {
     Duration::from_secs(secs.max(1))
 }
 
-/// The key an address is counted under: IPv4 as is, IPv4-mapped IPv6 as IPv4, other IPv6 by
-/// its /64 prefix.
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
-        },
-    }
-}
-
 /// Reservations for keys in one stripe are serialized (see the module docs).
 const STRIPES: usize = 64;
 
@@ -286,7 +276,7 @@ impl LocalLimiter {
             .as_ref()
             .map(|_| self.hasher.hash_one((who.env_id, who.client_id)));
         let ip = match (&self.ips, who.ip) {
-            (Some(_), Some(ip)) => Some(self.hasher.hash_one(address_key(ip))),
+            (Some(_), Some(ip)) => Some(self.hasher.hash_one(counting_key(ip))),
             _ => None,
         };
         (client, ip)
@@ -350,7 +340,7 @@ impl FailureLimiter for LocalLimiter {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn limiter(max_client: u32, max_ip: u32) -> LocalLimiter {
         LocalLimiter::new(LockoutConfig {

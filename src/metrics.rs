@@ -33,6 +33,12 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// `tokengate_config_generation`
     pub config_generation: IntGauge,
+    /// `tokengate_connections_refused_total{reason}`
+    pub connections_refused: IntCounterVec,
+    /// `tokengate_header_timeouts_total`
+    pub header_timeouts: IntCounter,
+    /// `tokengate_connections_open`
+    pub connections_open: IntGauge,
 }
 
 /// The `kind` label values of `tokengate_upstream_errors_total`.
@@ -95,6 +101,27 @@ impl Metrics {
         )?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(config_generation.clone()))?;
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "tokengate_connections_refused_total",
+                "Connections closed at once, by reason (max_connections, max_connections_per_ip).",
+            ),
+            &["reason"],
+        )?;
+        let header_timeouts = IntCounter::new(
+            "tokengate_header_timeouts_total",
+            "Connections closed because a request head was not complete within server.header_timeout.",
+        )?;
+        let connections_open = IntGauge::new(
+            "tokengate_connections_open",
+            "Client connections open now (proxy and admin listeners).",
+        )?;
+        registry.register(Box::new(connections_refused.clone()))?;
+        registry.register(Box::new(header_timeouts.clone()))?;
+        registry.register(Box::new(connections_open.clone()))?;
+        for reason in ["max_connections", "max_connections_per_ip"] {
+            connections_refused.with_label_values(&[reason]);
+        }
         registry.register(Box::new(ClientMetrics::new(shared.clone())?))?;
         for result in ["ok", "failed"] {
             config_reloads.with_label_values(&[result]);
@@ -110,6 +137,9 @@ impl Metrics {
             upstream_errors,
             config_reloads,
             config_generation,
+            connections_refused,
+            header_timeouts,
+            connections_open,
         };
         metrics.init_upstreams(&rt.settings);
         Ok(metrics)

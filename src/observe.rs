@@ -157,7 +157,17 @@ fn logged_client_id(id: Option<&[u8]>, how: ClientIdLogging) -> String {
     use sha2::{Digest, Sha256};
     match (id, how) {
         (None, _) | (_, ClientIdLogging::Omit) => "-".to_string(),
-        (Some(id), ClientIdLogging::Plain) => String::from_utf8_lossy(id).into_owned(),
+        // Control characters escaped: a client_id must not start a log line of its own.
+        (Some(id), ClientIdLogging::Plain) => String::from_utf8_lossy(id)
+            .chars()
+            .flat_map(|c| {
+                let escaped = c.is_control().then(|| c.escape_default());
+                escaped
+                    .into_iter()
+                    .flatten()
+                    .chain((!c.is_control()).then_some(c))
+            })
+            .collect(),
         (Some(id), ClientIdLogging::Hash) => {
             let d = Sha256::digest(id);
             let hex: String = d[..6].iter().map(|b| format!("{b:02x}")).collect();

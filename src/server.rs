@@ -7,10 +7,12 @@ use arc_swap::ArcSwap;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignalWatch};
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::background::{Reloader, Resolver};
 use crate::config::Settings;
+use crate::conn::{raise_open_file_limit, Connections, Guarded, TlsDeadline};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::runtime::{Runtime, Shared};
@@ -41,9 +43,19 @@ pub fn build(settings: Settings, config_path: Option<PathBuf>) -> Result<Server,
         Metrics::new(shared.clone()).map_err(|e| format!("cannot register metrics: {e}"))?,
     );
 
+    let conns = Arc::new(Connections::default());
+    raise_open_file_limit(shared.load().settings.server.max_connections);
     let gateway = Gateway::new(shared.clone(), metrics.clone());
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "tokengate");
+    let proxy_app = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let guarded = Guarded::new(proxy_app, shared.clone(), conns.clone(), metrics.clone());
+    let mut proxy = Service::new("tokengate".to_string(), guarded);
+    // Set before the TLS listeners are added: each takes the hook it finds.
+    proxy
+        .endpoints()
+        .set_pre_tls_callback(Arc::new(TlsDeadline {
+            shared: shared.clone(),
+            conns: conns.clone(),
+        }));
     for addr in &listen {
         proxy.add_tcp(&addr.to_string());
     }
@@ -65,14 +77,15 @@ pub fn build(settings: Settings, config_path: Option<PathBuf>) -> Result<Server,
         if !addr.ip().is_loopback() {
             tracing::warn!(%addr, "the admin listener is not on loopback: keep it off public networks");
         }
-        let mut admin = pingora::services::listening::Service::new(
-            "tokengate admin".to_string(),
-            Admin {
-                metrics: metrics.clone(),
-                shared: shared.clone(),
-                bearer_token: admin_settings.bearer_token,
-            },
-        );
+        let admin_app = Admin {
+            metrics: metrics.clone(),
+            shared: shared.clone(),
+            bearer_token: admin_settings.bearer_token,
+        };
+        // Caps of its own: a flood on the proxy's listeners does not lock monitoring out.
+        let admin_conns = Arc::new(Connections::default());
+        let guarded = Guarded::new(admin_app, shared.clone(), admin_conns, metrics.clone());
+        let mut admin = Service::new("tokengate admin".to_string(), guarded);
         admin.add_tcp(&addr.to_string());
         server.add_service(admin);
     }

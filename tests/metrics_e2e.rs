@@ -260,7 +260,7 @@ fn healthz_readyz_and_unknown_paths() {
 }
 
 #[test]
-fn admin_token_guards_everything_but_healthz_and_the_client_view_shows_no_secret() {
+fn admin_token_guards_everything_but_the_probes_and_the_client_view_shows_no_secret() {
     let up = Upstream::start(Behaviour::default());
     let dir = TempDir::new("admin");
     let hash = tokengate::clients::secret::hash_sha256(b"s");
@@ -285,8 +285,10 @@ fn admin_token_guards_everything_but_healthz_and_the_client_view_shows_no_secret
     ));
     wait_listening(admin);
     let auth = format!("Authorization: Bearer {token}\r\n");
+    // Load balancers and Kubernetes probe without a token.
     assert_eq!(get(admin, "/healthz").status(), 200);
-    for path in ["/metrics", "/readyz", &format!("/clients/{env}/web%3Aapp")] {
+    assert_eq!(get(admin, "/readyz").status(), 200);
+    for path in ["/metrics", &format!("/clients/{env}/web%3Aapp")] {
         let denied = get(admin, path);
         assert_eq!(denied.status(), 401, "{path}");
         assert!(denied
@@ -369,5 +371,53 @@ fn every_metric_the_grafana_dashboard_queries_is_exported() {
             text.contains(&format!("# TYPE {name} ")),
             "the dashboard queries {name}, which is not exported"
         );
+    }
+}
+
+/// A request head that does not parse is logged by what went wrong, never by its content: the
+/// admin's bearer token and a client's Basic credentials stay out of every log line (Pingora's
+/// own HTTP server would log the raw head at error level).
+#[test]
+fn malformed_requests_leave_no_credentials_in_the_logs() {
+    use std::io::{BufReader, Read};
+    let up = Upstream::start(Behaviour::default());
+    let admin = free_addr();
+    let token = "Very-Secret-Admin-Token-4711";
+    let gw = Gateway::start(&config(
+        up.addr,
+        &format!(
+            "{}[admin]\nlisten = \"{admin}\"\nbearer_token = \"{token}\"\n",
+            token_route("to_basic")
+        ),
+    ));
+    wait_listening(admin);
+    let basic = basic("web:Hunter2-Client-Secret");
+    let malformed = |addr: std::net::SocketAddr, auth: &str| {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: a\r\nAuthorization: {auth}\r\nBroken header line\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let _ = BufReader::new(s).read_to_end(&mut out);
+    };
+    malformed(admin, &format!("Bearer {token}"));
+    malformed(gw.addr, &basic);
+    // A well-formed request afterwards: the listeners still answer, and the logs are flushed up to
+    // here.
+    assert_eq!(get_with(admin, "/healthz", "").status(), 200);
+    let logs = logs();
+    assert!(
+        logs.contains("admin: unreadable request"),
+        "the admin logged the failure"
+    );
+    for secret in [
+        token,
+        "Hunter2-Client-Secret",
+        basic.trim_start_matches("Basic "),
+    ] {
+        assert!(!logs.contains(secret), "a log line holds {secret}");
     }
 }

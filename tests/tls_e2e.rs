@@ -50,10 +50,15 @@ impl Pki {
 
 /// A gateway with an HTTPS listener on `tls` in front of `upstream`.
 fn tls_gateway(pki: &Pki, upstream: SocketAddr, tls: SocketAddr) -> Gateway {
+    tls_gateway_with(pki, upstream, tls, "")
+}
+
+/// Like [`tls_gateway`], with more `[server]` keys.
+fn tls_gateway_with(pki: &Pki, upstream: SocketAddr, tls: SocketAddr, extra: &str) -> Gateway {
     let gw = Gateway::start_with(
         &config(upstream, &token_route("to_basic")),
         &format!(
-            "tls_listen = [\"{tls}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            "tls_listen = [\"{tls}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n{extra}\n",
             pki.path("cert.pem"),
             pki.path("key.pem")
         ),
@@ -155,4 +160,62 @@ fn tls_settings_are_checked_at_start() {
     .unwrap_err()
     .to_string();
     assert!(e.starts_with("upstreams.u.ca_file"), "{e}");
+}
+
+/// A TLS handshake never finished (no ClientHello, or half of one) is cut at the header timeout,
+/// not after Pingora's 60 s handshake timeout; a prompt client is still served over HTTPS.
+#[test]
+fn a_stalled_tls_handshake_is_cut_at_the_header_timeout() {
+    use std::io::{Read, Write};
+    let pki = Pki::new("stall");
+    let up = Upstream::start(Behaviour::default());
+    let tls = free_addr();
+    let _gw = tls_gateway_with(&pki, up.addr, tls, "header_timeout = \"1s\"");
+    let mut silent = std::net::TcpStream::connect(tls).unwrap();
+    let mut half = std::net::TcpStream::connect(tls).unwrap();
+    // The first bytes of a TLS record header (handshake, TLS 1.0 record version), then nothing.
+    half.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    let started = Instant::now();
+    for s in [&mut silent, &mut half] {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut b = [0u8; 64];
+        match s.read(&mut b) {
+            Ok(0) => {}
+            Ok(_) => {} // an alert, then the close
+            Err(e) => assert!(
+                !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "{e}"
+            ),
+        }
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let out = Command::new("curl")
+        .args([
+            "--silent",
+            "--max-time",
+            "10",
+            "--cacert",
+            &pki.path("ca.pem"),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-d",
+            "client_id=a&client_secret=b",
+        ])
+        .arg(format!(
+            "https://127.0.0.1:{}/5a0b3c2d-1111-2222-3333-444455556666/as/token",
+            tls.port()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
 }

@@ -177,9 +177,10 @@ fn chunked_body_is_read_whole_and_forwarded_with_content_length() {
 
 #[test]
 fn client_trickling_its_headers_is_dropped_by_the_read_timeout() {
-    // Pingora's downstream read timeout for a request head is 60 s (fixed in Pingora 0.9). This
-    // socket gives up only after twice that: a read that returns before it does returns because
-    // the gateway answered or closed, however slowly a loaded machine runs the timers.
+    // A request head must be complete within server.header_timeout (10 s by default; see
+    // tests/slow_e2e.rs for the bound itself). This socket gives up only after far more: a read
+    // that returns before it does returns because the gateway answered or closed, however slowly
+    // a loaded machine runs the timers.
     let up = Upstream::start(Behaviour::default());
     let gw = gateway(&up, "to_basic", "");
     let mut s = gw.connect();

@@ -29,21 +29,8 @@ pub fn load_file(path: &Path) -> Result<ClientSet, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let env = |k: &str| std::env::var(k).ok();
-    parse_client_file(&text, FileFormat::of(path), &env).map_err(|e| redact_snippet(&e))
-}
-
-/// toml's errors quote the offending line; keep only the position and the message.
-fn redact_snippet(e: &str) -> String {
-    if !e.starts_with("TOML parse error") {
-        return e.to_string();
-    }
-    let mut lines = e.lines();
-    let position = lines
-        .next()
-        .unwrap_or_default()
-        .trim_start_matches("TOML parse error ");
-    let message = e.lines().last().unwrap_or_default();
-    format!("{position}: {message}")
+    // Parse errors give the position, never the line's text (it could hold a secret).
+    parse_client_file(&text, FileFormat::of(path), &env)
 }
 
 /// The records of one client file, swapped atomically on reload.

@@ -223,7 +223,9 @@ pub fn parse_client_file(
     env: EnvLookup<'_>,
 ) -> Result<ClientSet, String> {
     let raw: RawFile = match format {
-        FileFormat::Toml => toml::from_str(text).map_err(|e| e.to_string())?,
+        FileFormat::Toml => {
+            toml::from_str(text).map_err(|e| crate::config::toml_error(&e, text))?
+        }
         FileFormat::Json => serde_json::from_str(text).map_err(|e| e.to_string())?,
     };
     let mut set = ClientSet::default();

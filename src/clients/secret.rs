@@ -35,6 +35,8 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::protocol::{SecretBytes, SecretString};
+
 /// OWASP Password Storage Cheat Sheet: argon2id memory cost, 19 MiB (in KiB).
 const OWASP_M_COST_KIB: u32 = 19_456;
 /// OWASP Password Storage Cheat Sheet: argon2id iterations.
@@ -127,8 +129,9 @@ pub enum SecretSpec {
         /// SHA-256(salt ‖ secret).
         digest: [u8; 32],
     },
-    /// Plaintext, from `plain:<value>` (only with allow_plaintext) or `env:<VAR>`.
-    Plain(Vec<u8>),
+    /// Plaintext, from `plain:<value>` (only with allow_plaintext) or `env:<VAR>` (zeroized when
+    /// dropped).
+    Plain(SecretBytes),
 }
 
 impl fmt::Debug for SecretSpec {
@@ -170,7 +173,7 @@ pub fn parse_secret(
         "sha256" => parse_sha256(rest),
         "plain" => {
             if allow_plaintext {
-                Ok(SecretSpec::Plain(rest.as_bytes().to_vec()))
+                Ok(SecretSpec::Plain(rest.as_bytes().into()))
             } else {
                 Err(SecretError::PlaintextNotAllowed)
             }
@@ -186,7 +189,9 @@ pub fn parse_secret(
                 Some(value) if value.is_empty() => Err(SecretError::EnvVarEmpty {
                     var: rest.to_owned(),
                 }),
-                Some(value) => Ok(SecretSpec::Plain(value.into_bytes())),
+                Some(value) => Ok(SecretSpec::Plain(
+                    SecretString::from(value).as_bytes().into(),
+                )),
             }
         }
         _ => Err(SecretError::UnknownFormat),
@@ -403,7 +408,7 @@ impl Profile {
                     salt: salt.to_vec(),
                 }
             }
-            Profile::Plain => SecretSpec::Plain(secret.to_vec()),
+            Profile::Plain => SecretSpec::Plain(secret.into()),
         }
     }
 }

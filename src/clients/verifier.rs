@@ -12,6 +12,7 @@ use dashmap::DashMap;
 use tokio::sync::{OnceCell, Semaphore};
 
 use super::secret::{Profile, SecretSpec, VerifiedCache};
+use crate::protocol::SecretBytes;
 
 /// What one verification found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +113,7 @@ impl Verifier {
             return Verdict::Busy;
         };
         self.count(profile);
-        let (spec, presented) = (spec.clone(), presented.to_vec());
+        let (spec, presented) = (spec.clone(), SecretBytes::from(presented));
         let matched = tokio::task::spawn_blocking(move || spec.verify(&presented))
             .await
             .unwrap_or(false);

@@ -103,6 +103,10 @@ pub(super) struct FileServer {
     pub(super) tls_cert: Option<String>,
     pub(super) tls_key: Option<String>,
     pub(super) strict_paths: Option<bool>,
+    #[serde(default, deserialize_with = "duration")]
+    pub(super) header_timeout: Option<Duration>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) max_connections_per_ip: Option<usize>,
     #[serde(default)]
     pub(super) trusted_proxies: Vec<String>,
 }

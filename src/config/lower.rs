@@ -243,6 +243,15 @@ fn lower_admin(a: FileAdmin) -> Result<AdminSettings, ConfigError> {
             Some(token)
         }
     };
+    if bearer_token.is_none() && !listen.ip().is_loopback() {
+        return Err(invalid(
+            "admin.listen",
+            format!(
+                "{listen} is not a loopback address: an admin listener reachable from the network \
+                 needs admin.bearer_token (/healthz and /readyz stay open for probes)"
+            ),
+        ));
+    }
     Ok(AdminSettings {
         listen,
         bearer_token,
@@ -335,6 +344,30 @@ fn lower_server(s: FileServer, base: &Base<'_>) -> Result<ServerSettings, Config
             ))
         }
     };
+    let header_timeout = s.header_timeout.unwrap_or(d.header_timeout);
+    all_positive(
+        "server",
+        &[
+            ("header_timeout", header_timeout),
+            (
+                "keepalive_timeout",
+                s.keepalive_timeout.unwrap_or(d.keepalive_timeout),
+            ),
+        ],
+    )?;
+    let max_connections = s.max_connections.unwrap_or(d.max_connections);
+    let max_connections_per_ip = s.max_connections_per_ip.unwrap_or(d.max_connections_per_ip);
+    for (field, n) in [
+        ("max_connections", max_connections),
+        ("max_connections_per_ip", max_connections_per_ip),
+    ] {
+        if n == 0 {
+            return Err(invalid(
+                format!("server.{field}"),
+                "must be greater than zero",
+            ));
+        }
+    }
     let trusted_proxies = s
         .trusted_proxies
         .iter()
@@ -355,6 +388,9 @@ fn lower_server(s: FileServer, base: &Base<'_>) -> Result<ServerSettings, Config
         threads,
         strict_paths: s.strict_paths.unwrap_or(d.strict_paths),
         trusted_proxies,
+        header_timeout,
+        max_connections,
+        max_connections_per_ip,
         keepalive_timeout: s.keepalive_timeout.unwrap_or(d.keepalive_timeout),
         grace_period: s.grace_period.unwrap_or(d.grace_period),
         shutdown_timeout: s.shutdown_timeout.unwrap_or(d.shutdown_timeout),

@@ -30,6 +30,41 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
+/// A TOML error of `text` without the text of the offending line (it may hold a token or a
+/// secret): its position, the key it is on (the table and what stands left of `=`), and the
+/// message, e.g. `line 7, column 16, [admin] bearer_token: invalid basic string`.
+pub fn toml_error(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim_end();
+    let Some(before) = e.span().and_then(|span| text.get(..span.start)) else {
+        return message.to_string();
+    };
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.len() - line_start + 1;
+    let this_line = text[line_start..].lines().next().unwrap_or_default();
+    let is_key = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ' | '"'))
+    };
+    let key = this_line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| is_key(k));
+    let table = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']') && is_key(l.trim_matches(['[', ']'])));
+    let at = match (table, key) {
+        (Some(t), Some(k)) => format!(", {t} {k}"),
+        (None, Some(k)) => format!(", {k}"),
+        (Some(t), None) => format!(", {t}"),
+        (None, None) => String::new(),
+    };
+    format!("line {line}, column {column}{at}: {message}")
+}
+
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -56,7 +91,7 @@ impl Settings {
 
     fn parse_in(text: &str, base: Option<&Path>) -> Result<Settings, ConfigError> {
         let file: file::FileConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+            toml::from_str(text).map_err(|e| ConfigError::Parse(toml_error(&e, text)))?;
         lower::lower(file, &lower::Base(base))
     }
 }
@@ -444,5 +479,36 @@ mod tests {
             e.starts_with("server.trusted_proxies") && e.contains("lb.internal"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_parse_error_names_the_position_never_the_line() {
+        let e = err(&format!(
+            "{MINIMAL}\n[admin]\nlisten = \"127.0.0.1:9901\"\nbearer_token = \"Very-Secret-Admin-Token\n"
+        ));
+        assert!(!e.contains("Very-Secret"), "{e}");
+        assert!(
+            e.starts_with("line 8, column ") && e.contains("[admin] bearer_token:"),
+            "{e}"
+        );
+        let e = err("default_upstream = \"a\"\n[upstreams.a]\nurl = 5 + \"tok-en-secret\"\n");
+        assert!(
+            !e.contains("tok-en-secret") && e.starts_with("line 3"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_admin_listener_off_loopback_needs_a_token() {
+        let e = err(&format!("{MINIMAL}\n[admin]\nlisten = \"0.0.0.0:9901\"\n"));
+        assert!(
+            e.starts_with("admin.listen") && e.contains("bearer_token"),
+            "{e}"
+        );
+        let s = Settings::parse(&format!(
+            "{MINIMAL}\n[admin]\nlisten = \"0.0.0.0:9901\"\nbearer_token = \"0123456789abcdef-token\"\n"
+        ));
+        assert!(s.is_ok());
+        assert!(Settings::parse(&format!("{MINIMAL}\n[admin]\nlisten = \"[::1]:9901\"\n")).is_ok());
     }
 }

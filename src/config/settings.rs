@@ -173,6 +173,13 @@ pub struct ServerSettings {
     pub strict_paths: bool,
     /// Proxies whose `X-Forwarded-For` / `Forwarded` name the client's address.
     pub trusted_proxies: Vec<IpNet>,
+    /// A request head (and a TLS handshake) must be complete within this, however slowly it
+    /// comes.
+    pub header_timeout: Duration,
+    /// Connections held at most; more are closed at once.
+    pub max_connections: usize,
+    /// Connections from one address (IPv6: one /64) at most; trusted proxies are exempt.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ServerSettings {
@@ -187,6 +194,9 @@ impl Default for ServerSettings {
             tls: None,
             strict_paths: true,
             trusted_proxies: Vec::new(),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
         }
     }
 }

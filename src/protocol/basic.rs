@@ -11,6 +11,7 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine;
 
 use super::form;
+use super::secret::{SecretBytes, SecretString};
 
 /// How `id:secret` is turned into the Basic credentials for an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,11 +40,11 @@ pub enum BasicError {
 
 /// Client credentials: a client_id and a secret, as decoded bytes.
 ///
-/// `Debug` never prints the secret.
+/// `Debug` never prints the secret; it is zeroized when dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub client_id: Vec<u8>,
-    pub secret: Vec<u8>,
+    pub secret: SecretBytes,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -101,9 +102,11 @@ pub fn parse_readings(value: &[u8]) -> Result<Option<Readings>, BasicError> {
     if !scheme.eq_ignore_ascii_case(b"basic") {
         return Ok(None);
     }
-    let decoded = LENIENT_PADDING
-        .decode(rest)
-        .map_err(|_| BasicError::NotBase64)?;
+    let decoded = SecretBytes::from(
+        LENIENT_PADDING
+            .decode(rest)
+            .map_err(|_| BasicError::NotBase64)?,
+    );
     let colon = decoded
         .iter()
         .position(|&b| b == b':')
@@ -116,7 +119,7 @@ pub fn parse_readings(value: &[u8]) -> Result<Option<Readings>, BasicError> {
     let standard = match (form::decode(id), form::decode(secret)) {
         (Ok(client_id), Ok(secret)) => Ok(Credentials {
             client_id: client_id.into_owned(),
-            secret: secret.into_owned(),
+            secret: secret.into_owned().into(),
         }),
         _ => Err(BasicError::MalformedEscape),
     };
@@ -125,21 +128,22 @@ pub fn parse_readings(value: &[u8]) -> Result<Option<Readings>, BasicError> {
         .any(|&b| b == b'%' || b == b'+')
         .then(|| Credentials {
             client_id: id.to_vec(),
-            secret: secret.to_vec(),
+            secret: secret.into(),
         });
     Ok(Some(Readings { standard, raw }))
 }
 
 /// Builds the `Authorization` header value for `creds` in the given encoding.
-pub fn encode(creds: &Credentials, encoding: BasicEncoding) -> Result<String, BasicError> {
+pub fn encode(creds: &Credentials, encoding: BasicEncoding) -> Result<SecretString, BasicError> {
     let mut plain = Vec::with_capacity(3 * (creds.client_id.len() + creds.secret.len()) + 1);
     match encoding {
         BasicEncoding::Rfc6749 => {
-            let mut s = String::with_capacity(plain.capacity());
-            form::encode_into(&creds.client_id, &mut s);
-            s.push(':');
-            form::encode_into(&creds.secret, &mut s);
-            plain.extend_from_slice(s.as_bytes());
+            let mut s = SecretString::from(String::with_capacity(plain.capacity()));
+            let text = s.as_mut_string();
+            form::encode_into(&creds.client_id, text);
+            text.push(':');
+            form::encode_into(&creds.secret, text);
+            plain.extend_from_slice(text.as_bytes());
         }
         BasicEncoding::Raw => {
             // RFC 7617 §2: a user-id containing a colon cannot be represented.
@@ -151,9 +155,10 @@ pub fn encode(creds: &Credentials, encoding: BasicEncoding) -> Result<String, Ba
             plain.extend_from_slice(&creds.secret);
         }
     }
-    let mut out = String::with_capacity(6 + plain.len().div_ceil(3) * 4);
-    out.push_str("Basic ");
-    STANDARD.encode_string(&plain, &mut out);
+    let plain = SecretBytes::from(plain);
+    let mut out = SecretString::from(String::with_capacity(6 + plain.len().div_ceil(3) * 4));
+    out.as_mut_string().push_str("Basic ");
+    STANDARD.encode_string(&*plain, out.as_mut_string());
     Ok(out)
 }
 
@@ -191,7 +196,7 @@ mod tests {
     fn creds(id: &str, secret: &str) -> Credentials {
         Credentials {
             client_id: id.as_bytes().to_vec(),
-            secret: secret.as_bytes().to_vec(),
+            secret: secret.as_bytes().into(),
         }
     }
 
@@ -305,7 +310,7 @@ mod tests {
         #[test]
         fn rfc6749_round_trip_bytes(id in proptest::collection::vec(any::<u8>(), 1..24),
                                     secret in proptest::collection::vec(any::<u8>(), 0..48)) {
-            let c = Credentials { client_id: id, secret };
+            let c = Credentials { client_id: id, secret: secret.into() };
             let header = encode(&c, BasicEncoding::Rfc6749).unwrap();
             prop_assert_eq!(parse_authorization(header.as_bytes()), Ok(Authorization::Basic(c)));
         }

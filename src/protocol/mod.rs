@@ -9,6 +9,7 @@ pub mod endpoint;
 pub mod error;
 pub mod form;
 pub mod method;
+pub mod secret;
 pub mod token;
 
 pub use basic::{BasicEncoding, Credentials};
@@ -16,6 +17,7 @@ pub use discovery::DiscoveryRewrite;
 pub use endpoint::{Endpoint, GrantCheck};
 pub use error::{ErrorCode, OAuthError};
 pub use method::{AuthMethod, Conversion, MethodSeen};
+pub use secret::{SecretBytes, SecretString};
 pub use token::{
     check_head, decide, extract, query_carries_secrets, BodyLimit, Extracted, Forward, Head,
     HeaderChange, Reading,

@@ -15,13 +15,15 @@ use super::endpoint::Endpoint;
 use super::error::OAuthError;
 use super::form;
 use super::method::{Conversion, MethodSeen};
+use super::secret::{SecretBytes, SecretString};
 
 /// What happens to the `Authorization` header on the way upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderChange {
     Keep,
     Remove,
-    Set(String),
+    /// A new value (credentials: redacted in `Debug`, zeroized when dropped).
+    Set(SecretString),
 }
 
 /// The request to forward: only what differs from what the client sent.
@@ -29,8 +31,9 @@ pub enum HeaderChange {
 pub struct Forward {
     pub method_seen: MethodSeen,
     pub authorization: HeaderChange,
-    /// The new body, or `None` to forward the received body unchanged.
-    pub body: Option<Vec<u8>>,
+    /// The new body, or `None` to forward the received body unchanged (it may carry the
+    /// secret: redacted in `Debug`, zeroized when dropped).
+    pub body: Option<SecretBytes>,
 }
 
 impl Forward {
@@ -180,7 +183,7 @@ pub fn query_carries_secrets(query: &[u8]) -> bool {
 #[derive(Default)]
 struct BodyCredentials {
     client_id: Option<(usize, Vec<u8>)>,
-    client_secret: Option<(usize, Vec<u8>)>,
+    client_secret: Option<(usize, SecretBytes)>,
     assertion: bool,
     grant_type: Option<Vec<u8>>,
 }
@@ -200,7 +203,7 @@ fn scan_body(body: &[u8]) -> Result<BodyCredentials, OAuthError> {
             .into_owned();
         let slot_taken = match param {
             CredParam::ClientId => found.client_id.replace((i, value)).is_some(),
-            CredParam::ClientSecret => found.client_secret.replace((i, value)).is_some(),
+            CredParam::ClientSecret => found.client_secret.replace((i, value.into())).is_some(),
             CredParam::ClientAssertion => std::mem::replace(&mut found.assertion, true),
             CredParam::ClientAssertionType => std::mem::replace(&mut assertion_type, true),
             CredParam::GrantType => found.grant_type.replace(value).is_some(),
@@ -256,7 +259,7 @@ enum BasicReading {
     /// The standard reading (or no Basic at all).
     Standard,
     /// The standard reading, and the secret of a different raw reading of the same client_id.
-    Ambiguous(Vec<u8>),
+    Ambiguous(SecretBytes),
     /// Only the raw reading exists (form-decoding failed); the header holds it.
     RawOnly,
     /// Validation found the raw reading to be the client's; the header holds it.
@@ -365,7 +368,7 @@ impl Extracted {
     pub fn secret(&self) -> Option<&[u8]> {
         match &self.header {
             Some(Authorization::Basic(c)) => Some(&c.secret),
-            _ => self.found.client_secret.as_ref().map(|(_, s)| s.as_slice()),
+            _ => self.found.client_secret.as_ref().map(|(_, s)| &**s),
         }
     }
 
@@ -530,7 +533,7 @@ fn basic_to(
             Ok(Forward {
                 method_seen: MethodSeen::BASIC,
                 authorization: HeaderChange::Remove,
-                body: Some(new_body),
+                body: Some(new_body.into()),
             })
         }
     }
@@ -555,7 +558,7 @@ fn post_to(
             Ok(Forward {
                 method_seen: MethodSeen::POST,
                 authorization: HeaderChange::Set(header),
-                body: Some(without_pieces(body, pieces_at)),
+                body: Some(without_pieces(body, pieces_at).into()),
             })
         }
     }
@@ -649,7 +652,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             f.authorization,
-            HeaderChange::Set(basic_of("app:s%2B%2541"))
+            HeaderChange::Set(basic_of("app:s%2B%2541").into())
         );
         let x = extract(&auth, body).unwrap().with_reading(Reading::Raw);
         let f = x
@@ -709,7 +712,7 @@ mod tests {
         );
         assert_eq!(
             f.authorization,
-            HeaderChange::Set(format!("Basic {}", STANDARD.encode("app:s%2B")))
+            HeaderChange::Set(format!("Basic {}", STANDARD.encode("app:s%2B")).into())
         );
         // Basic → post: the client_id already in the body is not added twice.
         let auth = format!("Basic {}", STANDARD.encode("app:s"));
@@ -790,7 +793,10 @@ mod tests {
         let body = "grant_type=authorization_code&client_id=app&code=a%2Bb&client_secret=s%3Ds&redirect_uri=http://x/cb";
         let f = to_basic(body).unwrap();
         assert_eq!(f.method_seen, MethodSeen::POST);
-        assert_eq!(f.authorization, HeaderChange::Set(basic("app:s%3Ds")));
+        assert_eq!(
+            f.authorization,
+            HeaderChange::Set(basic("app:s%3Ds").into())
+        );
         assert_eq!(
             f.body.as_deref(),
             Some(&b"grant_type=authorization_code&code=a%2Bb&redirect_uri=http://x/cb"[..])
@@ -805,7 +811,7 @@ mod tests {
         let f = to_basic(body).unwrap();
         assert_eq!(
             f.authorization,
-            HeaderChange::Set(basic("my%3Aapp:%3A+%2B+%25+%26+%3D+%2F+%C3%A9+%2541"))
+            HeaderChange::Set(basic("my%3Aapp:%3A+%2B+%25+%26+%3D+%2F+%C3%A9+%2541").into())
         );
         assert_eq!(
             f.body.as_deref(),
@@ -823,7 +829,10 @@ mod tests {
             BasicEncoding::Raw,
         )
         .unwrap();
-        assert_eq!(f.authorization, HeaderChange::Set(basic("app:a+b%41")));
+        assert_eq!(
+            f.authorization,
+            HeaderChange::Set(basic("app:a+b%41").into())
+        );
     }
 
     #[test]
@@ -836,14 +845,14 @@ mod tests {
     #[test]
     fn encoded_parameter_names_are_recognised() {
         let f = to_basic("client%5Fid=app&client_secre%74=s").unwrap();
-        assert_eq!(f.authorization, HeaderChange::Set(basic("app:s")));
+        assert_eq!(f.authorization, HeaderChange::Set(basic("app:s").into()));
         assert_eq!(f.body.as_deref(), Some(&b""[..]));
     }
 
     #[test]
     fn empty_secret_converts_missing_secret_is_a_public_client() {
         let f = to_basic("client_id=app&client_secret=&grant_type=x").unwrap();
-        assert_eq!(f.authorization, HeaderChange::Set(basic("app:")));
+        assert_eq!(f.authorization, HeaderChange::Set(basic("app:").into()));
         let f = to_basic("client_id=app&grant_type=x").unwrap();
         assert_eq!((f.method_seen, f.converted()), (MethodSeen::PUBLIC, false));
     }
@@ -1080,7 +1089,7 @@ mod tests {
             BasicEncoding::Raw,
         )
         .unwrap();
-        assert_eq!(f.authorization, HeaderChange::Set(basic("app:s+")));
+        assert_eq!(f.authorization, HeaderChange::Set(basic("app:s+").into()));
     }
 
     #[test]
@@ -1159,7 +1168,7 @@ mod tests {
             let HeaderChange::Set(h) = f.authorization else { panic!("no header") };
             let back = basic::parse_authorization(h.as_bytes()).unwrap();
             prop_assert_eq!(back, Authorization::Basic(Credentials {
-                client_id: id.into_bytes(), secret: secret.into_bytes() }));
+                client_id: id.into_bytes(), secret: secret.into_bytes().into() }));
         }
 
         /// Converting basic → post and parsing the result gives back the same credentials.
@@ -1168,7 +1177,7 @@ mod tests {
             others in proptest::collection::vec(param(), 0..6),
             id in "\\PC{1,16}", secret in "\\PC{0,24}",
         ) {
-            let creds = Credentials { client_id: id.into_bytes(), secret: secret.into_bytes() };
+            let creds = Credentials { client_id: id.into_bytes(), secret: secret.into_bytes().into() };
             let h = basic::encode(&creds, RFC).unwrap();
             let body = others.join("&");
             let f = decide(&[h.as_bytes()], body.as_bytes(), Conversion::ToPost, RFC).unwrap();
@@ -1205,6 +1214,30 @@ mod tests {
             "client_secret%zz=x",
         ] {
             assert!(!query_carries_secrets(q.as_bytes()), "{q}");
+        }
+    }
+
+    #[test]
+    fn debug_of_a_decision_never_shows_credentials() {
+        let secret = "Hunter2-Very-Secret";
+        let body = format!("grant_type=x&client_id=app&client_secret={secret}");
+        let to_basic = decide(&[], body.as_bytes(), Conversion::ToBasic, RFC).unwrap();
+        let auth = format!("Basic {}", STANDARD.encode(format!("app:{secret}")));
+        let to_post = decide(&[auth.as_bytes()], b"a=1", Conversion::ToPost, RFC).unwrap();
+        let ambiguous = format!("Basic {}", STANDARD.encode(format!("app:{secret}+%41")));
+        let x = extract(&[ambiguous.as_bytes()], b"").unwrap();
+        let encoded = STANDARD.encode(format!("app:{secret}"));
+        for shown in [
+            format!("{to_basic:?}"),
+            format!("{to_post:?}"),
+            format!("{:?}", to_post.authorization),
+            format!("{x:?}"),
+            format!("{:?}", x.with_reading(Reading::Raw)),
+        ] {
+            assert!(
+                !shown.contains(secret) && !shown.contains(&encoded),
+                "{shown}"
+            );
         }
     }
 }
