@@ -110,11 +110,18 @@ pub fn upstream_answered(m: &Metrics, upstream: &str, elapsed: Duration) {
         .observe(elapsed.as_secs_f64());
 }
 
-/// Counts a failed upstream exchange (downstream failures are not counted).
+/// Counts a failed upstream exchange of Pingora's proxy path (downstream failures are not
+/// counted).
 pub fn upstream_failed(m: &Metrics, upstream: &str, e: &Error) {
     if let Some(kind) = upstream_error_kind(e) {
-        m.upstream_errors.with_label_values(&[upstream, kind]).inc();
+        upstream_error(m, upstream, kind);
     }
+}
+
+/// Counts a failed upstream exchange of the given kind (one of
+/// [`metrics::UPSTREAM_ERROR_KINDS`]).
+pub fn upstream_error(m: &Metrics, upstream: &str, kind: &str) {
+    m.upstream_errors.with_label_values(&[upstream, kind]).inc();
 }
 
 /// The kind of an upstream failure, for metrics; `None` for a downstream failure.

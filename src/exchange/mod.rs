@@ -1,14 +1,17 @@
 //! The token route's exchange with the upstream: the one seam between a decision of the protocol
 //! core and the bytes that reach the authorization server.
 //!
-//! Today the exchange rides on Pingora's proxy path (pingora-notes: read the whole body in
-//! `request_filter` with retry buffering on, set the head in `upstream_request_filter`, replace the
-//! body in `request_body_filter`). How the request is sent can change here (a dedicated client, a
-//! single write of head and body) without touching the protocol core or the routing.
+//! Token routes do not ride on Pingora's generic proxy path: the body is read whole in
+//! `request_filter` ([`read_body`]), the decided request is built as one buffer, head and body
+//! ([`Exchange::request`]), and [`client::round_trip`] sends it on a kept-alive connection of the
+//! gateway's own, reads the answer ([`response`]) and hands it back to be written to the client.
+//! Measured cost and why: `benches/README.md`.
+
+pub mod client;
+pub mod response;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::ServerSession;
@@ -16,40 +19,29 @@ use pingora::ErrorType;
 
 use crate::protocol::{Forward, HeaderChange, OAuthError, SecretBytes};
 
-/// What is sent upstream for one token request.
+/// What is sent upstream for one token request: the decision and the body the client sent (both
+/// zeroized when dropped, redacted in `Debug`).
+#[derive(Debug)]
 pub struct Exchange {
     pub forward: Forward,
-    body: Option<Bytes>,
-    body_len: usize,
-}
-
-/// Never prints the body (it may carry the secret).
-impl std::fmt::Debug for Exchange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Exchange")
-            .field("forward", &self.forward)
-            .field("body_len", &self.body_len)
-            .finish_non_exhaustive()
-    }
+    received: SecretBytes,
 }
 
 impl Exchange {
-    /// Pairs a decision with the body the client sent (zeroized here when it is replaced).
     pub fn new(forward: Forward, received: SecretBytes) -> Exchange {
-        let body: Bytes = match &forward.body {
-            Some(new) => Bytes::copy_from_slice(new),
-            None => received.into_vec().into(),
-        };
-        Exchange {
-            body_len: body.len(),
-            body: Some(body),
-            forward,
-        }
+        Exchange { forward, received }
     }
 
-    /// Applies the decision to the upstream request head. The body is sent whole with a
-    /// `Content-Length`, so `Expect` and `Transfer-Encoding` from the client no longer apply.
-    pub fn apply_head(&self, req: &mut RequestHeader) -> pingora::Result<()> {
+    /// The body the upstream receives: the decided one, or the client's as sent.
+    pub fn body(&self) -> &[u8] {
+        self.forward.body.as_deref().unwrap_or(&self.received)
+    }
+
+    /// The request the upstream receives, head and body in one buffer: the client's request line
+    /// and fields as sent (names in their case), with the decided `Authorization`, the upstream's
+    /// `Host`, the body's `Content-Length`, and without `Expect`, `Transfer-Encoding` or any
+    /// hop-by-hop field (RFC 9110 §7.6.1). `req` is the client's head, changed in place.
+    pub fn request(&self, req: &mut RequestHeader, host: &str) -> pingora::Result<SecretBytes> {
         match &self.forward.authorization {
             HeaderChange::Keep => {}
             HeaderChange::Remove => {
@@ -57,18 +49,47 @@ impl Exchange {
             }
             HeaderChange::Set(v) => req.insert_header(header::AUTHORIZATION, v.as_str())?,
         }
-        req.remove_header(&header::EXPECT);
-        req.remove_header(&header::TRANSFER_ENCODING);
-        req.insert_header(header::CONTENT_LENGTH, self.body_len.to_string())?;
-        Ok(())
-    }
-
-    /// Replaces whatever body chunk Pingora is about to send with the decided body: all of it the
-    /// first time, nothing afterwards.
-    pub fn replace_body(&mut self, body: &mut Option<Bytes>) {
-        *body = self.body.take().filter(|b| !b.is_empty());
+        // Fields the client's `Connection` names are hop-by-hop too.
+        let named: Vec<String> = req
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .filter_map(|t| std::str::from_utf8(t.trim_ascii()).ok())
+            .filter(|t| !t.is_empty())
+            .map(str::to_ascii_lowercase)
+            .collect();
+        for name in named.iter().map(String::as_str).chain(HOP_BY_HOP) {
+            req.remove_header(name);
+        }
+        req.insert_header(header::HOST, host)?;
+        let body = self.body();
+        req.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+        let mut out = Vec::with_capacity(256 + body.len() + 32 * req.headers.len());
+        out.extend_from_slice(req.method.as_str().as_bytes());
+        out.push(b' ');
+        // The target as the client sent it.
+        out.extend_from_slice(req.raw_path());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        req.header_to_h1_wire(&mut out);
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
+        Ok(out.into())
     }
 }
+
+/// Fields that concern one connection only (RFC 9110 §7.6.1), or that the gateway's framing
+/// replaces.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "transfer-encoding",
+];
 
 /// Reads the whole request body, bounded in size and time. Must run in `request_filter`.
 pub async fn read_body(
@@ -76,9 +97,8 @@ pub async fn read_body(
     max_bytes: usize,
     timeout: Duration,
 ) -> Result<SecretBytes, OAuthError> {
-    // Without this the body is consumed here and never reaches the upstream phase (the request
-    // then hangs). The buffer holds 64 KiB; the configuration caps bodies below that.
-    session.enable_retry_buffering();
+    // The body is consumed here: token routes send it themselves ([`client`]), never through
+    // Pingora's proxy path, so no retry buffer is kept.
     let read_all = async {
         let mut buf = Vec::new();
         while let Some(chunk) = session

@@ -27,6 +27,7 @@ use crate::runtime::Shared;
 pub use ctx::Ctx;
 use ctx::{RouteState, Routed};
 use discovery::DiscoveryState;
+use token::TokenState;
 
 /// The gateway: configuration and upstreams, shared by every request.
 pub struct Gateway {
@@ -80,9 +81,21 @@ impl ProxyHttp for Gateway {
         let (state, rejection) =
             token::receive(session, &rt, mode, upstream, ctx.env_id(), ctx.client_ip).await;
         ctx.state = RouteState::Token(state);
-        match rejection {
-            None => Ok(false),
-            Some(e) => answer::local(session, ctx, &e).await,
+        if let Some(e) = rejection {
+            return answer::local(session, ctx, &e).await;
+        }
+        let RouteState::Token(TokenState::Forwarding { exchange, .. }) = &ctx.state else {
+            return Ok(false);
+        };
+        ctx.timing.upstream_started = Some(Instant::now());
+        let sent = token::forward(session, exchange, ctx.upstream(), &self.metrics).await?;
+        match sent {
+            Ok(relayed) => {
+                ctx.outcome.upstream_status = Some(relayed.status);
+                ctx.timing.upstream_elapsed = Some(relayed.elapsed);
+                Ok(true)
+            }
+            Err(e) => answer::local(session, ctx, &e).await,
         }
     }
 
@@ -105,10 +118,8 @@ impl ProxyHttp for Gateway {
         let host = ctx.upstream().settings.host_header.as_str();
         upstream_request.insert_header(header::HOST, host)?;
         ctx.timing.upstream_started = Some(Instant::now());
-        match &ctx.state {
-            RouteState::Token(t) => t.upstream_request(upstream_request)?,
-            RouteState::Discovery(d) => d.upstream_request(upstream_request),
-            RouteState::Passthrough | RouteState::Refused => {}
+        if let RouteState::Discovery(d) = &ctx.state {
+            d.upstream_request(upstream_request);
         }
         Ok(())
     }
@@ -128,19 +139,6 @@ impl ProxyHttp for Gateway {
             ctx.timing.upstream_elapsed = Some(elapsed);
             let upstream = ctx.upstream().settings.name.as_str();
             observe::upstream_answered(&self.metrics, upstream, elapsed);
-        }
-        Ok(())
-    }
-
-    async fn request_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        _end_of_stream: bool,
-        ctx: &mut Ctx,
-    ) -> pingora::Result<()> {
-        if let RouteState::Token(t) = &mut ctx.state {
-            t.request_body(body);
         }
         Ok(())
     }

@@ -3,17 +3,23 @@
 //! what was decided is sent upstream through the [`Exchange`].
 
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header;
-use pingora::http::RequestHeader;
+use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 use crate::config::TokenMode;
+use crate::exchange::client::{self, Answer};
+use crate::exchange::response::Framing;
 use crate::exchange::{self, Exchange};
+use crate::metrics::Metrics;
+use crate::observe;
 use crate::observe::Action;
 use crate::protocol::{self, token, AuthMethod, BodyLimit, MethodSeen, OAuthError};
 use crate::runtime::Runtime;
+use crate::upstream::Upstream;
 
 /// What a token route decided.
 pub enum TokenState {
@@ -50,21 +56,67 @@ impl TokenState {
             TokenState::Rejected { .. } => (None, Action::Rejected),
         }
     }
+}
 
-    /// Applies the decision to the upstream request head.
-    pub fn upstream_request(&self, req: &mut RequestHeader) -> pingora::Result<()> {
-        match self {
-            TokenState::Forwarding { exchange, .. } => exchange.apply_head(req),
-            TokenState::Rejected { .. } => Ok(()),
+/// An answer relayed to the client.
+pub struct Relayed {
+    pub status: u16,
+    /// From sending the request to having the answer's head and body.
+    pub elapsed: Duration,
+}
+
+/// Sends a decided request upstream with the gateway's own client and writes its answer to the
+/// client. `Err` carries the 502/504 the client is to get.
+pub async fn forward(
+    session: &mut Session,
+    exchange: &Exchange,
+    up: &Upstream,
+    metrics: &Metrics,
+) -> pingora::Result<Result<Relayed, OAuthError>> {
+    let request = exchange.request(session.req_header_mut(), &up.settings.host_header)?;
+    let started = Instant::now();
+    let result = client::round_trip(up, &request).await;
+    drop(request);
+    let name = up.settings.name.as_str();
+    match result {
+        Ok(answer) => {
+            let elapsed = started.elapsed();
+            observe::upstream_answered(metrics, name, elapsed);
+            let status = answer.head.status;
+            relay(session, answer).await?;
+            Ok(Ok(Relayed { status, elapsed }))
+        }
+        Err(e) => {
+            observe::upstream_error(metrics, name, e.kind());
+            tracing::debug!(upstream = name, error = ?e, "upstream exchange failed");
+            Ok(Err(e.answer()))
         }
     }
+}
 
-    /// Replaces the body Pingora sends upstream with the decided one.
-    pub fn request_body(&mut self, body: &mut Option<Bytes>) {
-        if let TokenState::Forwarding { exchange, .. } = self {
-            exchange.replace_body(body);
-        }
+/// Writes an upstream's answer to the client, framed by its length.
+async fn relay(session: &mut Session, answer: Answer) -> pingora::Result<()> {
+    let Answer { head, body } = answer;
+    let mut resp = ResponseHeader::build(head.status, Some(head.fields.len() + 1))?;
+    if !head.reason.is_empty() {
+        let _ = resp.set_reason_phrase(Some(&head.reason));
     }
+    for (name, value) in head.fields {
+        resp.append_header(name, value.as_slice())?;
+    }
+    let has_body = head.framing != Framing::Empty;
+    if has_body {
+        resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+    }
+    session
+        .write_response_header(Box::new(resp), !has_body)
+        .await?;
+    if has_body {
+        session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Checks, reads and decides a request on a token route: the state to keep, and the error to

@@ -13,13 +13,22 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::{parse_x509, WrappedX509};
 
 use crate::config::UpstreamSettings;
+use conn::{Connector, Pool};
 
-/// One upstream, with its current ready-to-use peer.
+pub mod conn;
+
+/// Idle connections kept per upstream by the gateway's own client.
+const MAX_IDLE: usize = 128;
+
+/// One upstream, with its current ready-to-use peer (for Pingora's proxy path) and the pool and
+/// connector of the gateway's own client (token routes).
 pub struct Upstream {
     pub settings: UpstreamSettings,
     peer: ArcSwapOption<HttpPeer>,
     /// The upstream's own trusted CAs, parsed once.
     ca: Option<Arc<[WrappedX509]>>,
+    pub pool: Pool,
+    pub connector: Connector,
 }
 
 impl Upstream {
@@ -38,6 +47,8 @@ impl Upstream {
                 .into()
         });
         let up = Upstream {
+            pool: Pool::new(MAX_IDLE),
+            connector: Connector::new(&settings),
             settings,
             peer: ArcSwapOption::empty(),
             ca,
