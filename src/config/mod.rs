@@ -12,8 +12,8 @@ pub use settings::*;
 
 use std::path::Path;
 
-/// The largest body cap allowed: Pingora's request retry buffer, which holds the token body while
-/// the gateway decides, is 64 KiB.
+/// The largest body cap allowed: a token request is read whole before it is decided and sent, and
+/// token-endpoint bodies are a few hundred bytes; 64 KiB leaves room for large PAR requests.
 pub const MAX_BODY_CAP: usize = 64 * 1024;
 
 /// A configuration that could not be used, with the key it concerns.

@@ -272,6 +272,11 @@ impl Upstream {
         }
     }
 
+    /// How many connections the upstream has accepted.
+    pub fn connections(&self) -> usize {
+        self.conns.lock().unwrap().len()
+    }
+
     /// Everything received so far.
     pub fn received(&self) -> Vec<Message> {
         self.received.0.lock().unwrap().clone()
