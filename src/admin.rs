@@ -51,11 +51,11 @@ impl Admin {
             .client_store()?
             .peek(&ClientKey::new(env_id, client_id))?;
         let view = serde_json::json!({
-            "env_id": record.env_id,
-            "client_id": record.client_id,
+            "env_id": &*record.env_id,
+            "client_id": &*record.client_id,
             "auth_methods": record.auth_methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
             "upstream_method": record.upstream_method.map(|m| m.as_str()),
-            "grant_types": record.grant_types,
+            "grant_types": record.grant_types.as_deref(),
             "enabled": record.enabled,
             "secret_kind": record.secret.as_ref().map(|s| s.kind()),
         });

@@ -85,7 +85,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }) = &s.clients
     {
         match crate::clients::file::load_file(path) {
-            Ok(set) => clients = format!(", {} client(s) in {}", set.records.len(), path.display()),
+            Ok(set) => clients = format!(", {} client(s) in {}", set.len(), path.display()),
             Err(e) => {
                 eprintln!("{}: {e}", path.display());
                 return ExitCode::from(2);

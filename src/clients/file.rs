@@ -12,8 +12,9 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
-use super::record::{parse_client_file, ClientKey, ClientRecord, ClientSet, FileFormat};
+use super::record::{ClientKey, ClientRecord};
 use super::secret::Profile;
+use super::set::{parse_client_file, ClientSet, FileFormat};
 
 /// What identifies a version of the file on disk.
 type Stamp = Option<(SystemTime, u64)>;
@@ -55,7 +56,7 @@ impl FileStore {
     }
 
     pub fn get(&self, key: &ClientKey) -> Option<Arc<ClientRecord>> {
-        self.current.load().records.get(key).cloned()
+        self.current.load().get(key)
     }
 
     /// The kind and cost of secret most records use.
@@ -64,7 +65,7 @@ impl FileStore {
     }
 
     pub fn len(&self) -> usize {
-        self.current.load().records.len()
+        self.current.load().len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -7,5 +7,6 @@ pub mod policy;
 pub mod record;
 pub mod registry;
 pub mod secret;
+pub mod set;
 pub mod store;
 pub mod verifier;

@@ -13,7 +13,7 @@ pub fn authentication_failed(tried_basic: bool) -> OAuthError {
 /// Whether the client may authenticate with `method`: it is enabled and the method is one of its
 /// own. (Whether the secret is right is the next question.)
 pub fn accepts(record: &ClientRecord, method: AuthMethod) -> bool {
-    record.enabled && record.auth_methods.contains(&method)
+    record.enabled && record.auth_methods.contains(method)
 }
 
 /// Checks after the secret: the grant type is allowed (RFC 6749 §5.2 `unauthorized_client`).
@@ -41,9 +41,9 @@ mod tests {
             env_id: "e".into(),
             client_id: "a".into(),
             secret: None,
-            auth_methods: methods.to_vec(),
+            auth_methods: methods.iter().copied().collect(),
             upstream_method: None,
-            grant_types: grants.map(|g| g.iter().map(|s| s.to_string()).collect()),
+            grant_types: grants.map(|g| g.iter().map(|s| Box::from(*s)).collect()),
             enabled,
         }
     }

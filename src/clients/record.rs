@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::secret::{parse_secret, Profile, SecretSpec};
-use crate::protocol::AuthMethod;
+use super::secret::{parse_secret, SecretSpec};
+use crate::protocol::{AuthMethod, MethodSet};
 
 /// A method a client record may name: one the gateway can check ([`AuthMethod::CHECKED`]), in
 /// RFC 7591's spelling or PingOne's capitals.
@@ -18,19 +18,48 @@ pub fn record_method(name: &str) -> Option<AuthMethod> {
     AuthMethod::parse(name).filter(|m| AuthMethod::CHECKED.contains(m))
 }
 
-/// What tokengate knows about one client. `Debug` shows no secret material.
+/// What tokengate knows about one client. `Debug` shows no secret material. Compact: a client
+/// file may hold millions (strings shared between records — environment IDs, grant-type lists —
+/// are held once).
 #[derive(Debug, Clone)]
 pub struct ClientRecord {
-    pub env_id: String,
-    pub client_id: String,
+    pub env_id: Arc<str>,
+    pub client_id: Box<str>,
     /// `None` for public clients (only `none` allowed).
     pub secret: Option<SecretSpec>,
-    pub auth_methods: Vec<AuthMethod>,
+    pub auth_methods: MethodSet,
     /// The method the upstream demands for this client: requests are converted to it.
     pub upstream_method: Option<AuthMethod>,
     /// Allowed grant types; `None` allows any.
-    pub grant_types: Option<Vec<String>>,
+    pub grant_types: Option<Arc<[Box<str>]>>,
     pub enabled: bool,
+}
+
+/// Strings that many records share (environment IDs, grant-type lists), held once.
+#[derive(Default)]
+pub struct Interner {
+    envs: HashMap<Box<str>, Arc<str>>,
+    grants: HashMap<Vec<String>, Arc<[Box<str>]>>,
+}
+
+impl Interner {
+    fn env(&mut self, env_id: &str) -> Arc<str> {
+        if let Some(e) = self.envs.get(env_id) {
+            return e.clone();
+        }
+        let e: Arc<str> = Arc::from(env_id);
+        self.envs.insert(env_id.into(), e.clone());
+        e
+    }
+
+    fn grants(&mut self, list: Vec<String>) -> Arc<[Box<str>]> {
+        if let Some(g) = self.grants.get(&list) {
+            return g.clone();
+        }
+        let g: Arc<[Box<str>]> = list.iter().map(|t| Box::from(t.as_str())).collect();
+        self.grants.insert(list, g.clone());
+        g
+    }
 }
 
 /// The key of a record: environment ID and client_id (as bytes: ids need not be UTF-8 on the wire).
@@ -86,16 +115,6 @@ fn yes() -> bool {
     true
 }
 
-/// A client file: TOML or JSON, `{ allow_plaintext, clients: [...] }`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    #[serde(default)]
-    allow_plaintext: bool,
-    #[serde(default)]
-    clients: Vec<RawRecord>,
-}
-
 /// Looks up an environment variable (injected so that tests need not touch the environment).
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -106,16 +125,17 @@ impl RawRecord {
         env_id: Option<&str>,
         allow_plaintext: bool,
         env: EnvLookup<'_>,
+        interner: &mut Interner,
     ) -> Result<ClientRecord, String> {
         let env_id = match self.env_id.as_deref().or(env_id) {
-            Some(e) if !e.is_empty() => e.to_string(),
+            Some(e) if !e.is_empty() => interner.env(e),
             Some(_) => return Err("env_id: must not be empty".into()),
             None => return Err("env_id: missing".into()),
         };
         if self.client_id.is_empty() {
             return Err("client_id: must not be empty".into());
         }
-        let mut auth_methods = Vec::with_capacity(self.auth_methods.len());
+        let mut auth_methods = MethodSet::default();
         for m in &self.auth_methods {
             let method = record_method(m).ok_or_else(|| {
                 format!(
@@ -123,9 +143,7 @@ impl RawRecord {
                     AuthMethod::names(&AuthMethod::CHECKED)
                 )
             })?;
-            if !auth_methods.contains(&method) {
-                auth_methods.push(method);
-            }
+            auth_methods.insert(method);
         }
         if auth_methods.is_empty() {
             return Err("auth_methods: at least one method is required".into());
@@ -139,7 +157,7 @@ impl RawRecord {
                 )
             })?),
         };
-        let needs_secret = auth_methods.iter().any(|m| *m != AuthMethod::None);
+        let needs_secret = auth_methods.iter().any(|m| m != AuthMethod::None);
         let secret = match (&self.secret, needs_secret) {
             (Some(spec), true) => {
                 Some(parse_secret(spec, allow_plaintext, env).map_err(|e| format!("secret: {e}"))?)
@@ -163,82 +181,14 @@ impl RawRecord {
         }
         Ok(ClientRecord {
             env_id,
-            client_id: self.client_id,
+            client_id: self.client_id.into_boxed_str(),
             secret,
             auth_methods,
             upstream_method,
-            grant_types: self.grant_types,
+            grant_types: self.grant_types.map(|g| interner.grants(g)),
             enabled: self.enabled,
         })
     }
-}
-
-/// All records of a client file, by key.
-#[derive(Debug, Default)]
-pub struct ClientSet {
-    pub records: HashMap<ClientKey, Arc<ClientRecord>>,
-    /// The kind and cost of secret most records use (ties: the costliest): what an unknown
-    /// client's secret is checked against, so that it costs what a known client's does.
-    pub typical_profile: Option<Profile>,
-}
-
-impl ClientSet {
-    fn typical(&self) -> Option<Profile> {
-        let mut counts: HashMap<Profile, usize> = HashMap::new();
-        for spec in self.records.values().filter_map(|r| r.secret.as_ref()) {
-            *counts.entry(spec.profile()).or_default() += 1;
-        }
-        let cost = |p: &Profile| match p {
-            Profile::Argon2id { m_cost, t_cost, .. } => u64::from(*m_cost) * u64::from(*t_cost),
-            Profile::Sha256 => 1,
-            Profile::Plain => 0,
-        };
-        counts
-            .into_iter()
-            .max_by_key(|(p, n)| (*n, cost(p)))
-            .map(|(p, _)| p)
-    }
-}
-
-/// The format of a client file, from its extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileFormat {
-    Toml,
-    Json,
-}
-
-impl FileFormat {
-    pub fn of(path: &std::path::Path) -> FileFormat {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some(e) if e.eq_ignore_ascii_case("json") => FileFormat::Json,
-            _ => FileFormat::Toml,
-        }
-    }
-}
-
-/// Parses and validates a whole client file. Errors name the entry and key.
-pub fn parse_client_file(
-    text: &str,
-    format: FileFormat,
-    env: EnvLookup<'_>,
-) -> Result<ClientSet, String> {
-    let raw: RawFile = match format {
-        FileFormat::Toml => {
-            toml::from_str(text).map_err(|e| crate::config::toml_error(&e, text))?
-        }
-        FileFormat::Json => serde_json::from_str(text).map_err(|e| e.to_string())?,
-    };
-    let mut set = ClientSet::default();
-    for (i, r) in raw.clients.into_iter().enumerate() {
-        let record = r
-            .lower(None, raw.allow_plaintext, env)
-            .map_err(|e| format!("clients[{i}].{e}"))?;
-        if set.records.insert(record.key(), Arc::new(record)).is_some() {
-            return Err(format!("clients[{i}]: duplicate env_id and client_id"));
-        }
-    }
-    set.typical_profile = set.typical();
-    Ok(set)
 }
 
 /// Parses one record returned by an HTTP registry for `env_id`. A registry record holds a hashed
@@ -261,8 +211,8 @@ pub fn parse_registry_record(
         );
     }
     let no_env = |_: &str| None;
-    let record = raw.lower(Some(env_id), false, &no_env)?;
-    if record.env_id != env_id || record.client_id.as_bytes() != client_id {
+    let record = raw.lower(Some(env_id), false, &no_env, &mut Interner::default())?;
+    if &*record.env_id != env_id || record.client_id.as_bytes() != client_id {
         return Err("the registry answered with another client".into());
     }
     Ok(record)
@@ -273,16 +223,8 @@ pub fn parse_registry_record(
 mod tests {
     use super::*;
 
-    fn no_env(_: &str) -> Option<String> {
-        None
-    }
-
     const SHA: &str =
         "sha256:AAAAAAAAAAAAAAAAAAAAAA==:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
-
-    fn file(entries: &str) -> Result<ClientSet, String> {
-        parse_client_file(entries, FileFormat::Toml, &no_env)
-    }
 
     #[test]
     fn method_names_accept_rfc7591_and_pingone_capitals() {
@@ -300,77 +242,12 @@ mod tests {
     }
 
     #[test]
-    fn a_file_of_records_parses_in_toml_and_json() {
-        let toml_text = format!(
-            "[[clients]]\nenv_id = \"e\"\nclient_id = \"app\"\nsecret = \"{SHA}\"\n\
-             auth_methods = [\"CLIENT_SECRET_BASIC\"]\nupstream_method = \"client_secret_post\"\n\
-             grant_types = [\"client_credentials\"]\n\
-             [[clients]]\nenv_id = \"e\"\nclient_id = \"spa\"\nauth_methods = [\"none\"]\n"
-        );
-        let set = file(&toml_text).unwrap();
-        let app = &set.records[&ClientKey::new("e", b"app")];
-        assert_eq!(app.auth_methods, vec![AuthMethod::ClientSecretBasic]);
-        assert_eq!(app.upstream_method, Some(AuthMethod::ClientSecretPost));
-        assert!(app.enabled && app.secret.is_some());
-        let spa = &set.records[&ClientKey::new("e", b"spa")];
-        assert!(spa.secret.is_none());
-
-        let json = format!(
-            r#"{{"clients":[{{"env_id":"e","client_id":"app","secret":"{SHA}","auth_methods":["client_secret_post"],"enabled":false}}]}}"#
-        );
-        let set = parse_client_file(&json, FileFormat::Json, &no_env).unwrap();
-        assert!(!set.records[&ClientKey::new("e", b"app")].enabled);
-    }
-
-    #[test]
-    fn bad_entries_are_refused_naming_the_entry_and_key() {
-        let cases = [
-            ("client_id = \"a\"\nauth_methods = [\"none\"]", "clients[0].env_id"),
-            ("env_id = \"e\"\nclient_id = \"a\"\nauth_methods = [\"jwt\"]", "clients[0].auth_methods"),
-            ("env_id = \"e\"\nclient_id = \"a\"\nauth_methods = []", "clients[0].auth_methods"),
-            ("env_id = \"e\"\nclient_id = \"a\"\nauth_methods = [\"client_secret_post\"]", "clients[0].secret"),
-            ("env_id = \"e\"\nclient_id = \"\"\nauth_methods = [\"none\"]", "clients[0].client_id"),
-            (
-                "env_id = \"e\"\nclient_id = \"a\"\nauth_methods = [\"none\"]\ngrant_types = []",
-                "clients[0].grant_types",
-            ),
-            (
-                "env_id = \"e\"\nclient_id = \"a\"\nauth_methods = [\"client_secret_post\"]\nsecret = \"plain:x\"",
-                "clients[0].secret",
-            ),
-        ];
-        for (entry, key) in cases {
-            let e = file(&format!("[[clients]]\n{entry}\n")).unwrap_err();
-            assert!(e.starts_with(key), "{entry}: {e}");
-        }
-        let e = file("[[clients]]\nenv_id = \"e\"\nclient_id = \"a\"\nauth_methods = [\"none\"]\nsecrett = \"x\"\n")
-            .unwrap_err();
-        assert!(e.contains("unknown field `secrett`"), "{e}");
-    }
-
-    #[test]
-    fn duplicate_clients_are_refused() {
-        let one = "[[clients]]\nenv_id = \"e\"\nclient_id = \"a\"\nauth_methods = [\"none\"]\n";
-        let e = file(&format!("{one}{one}")).unwrap_err();
-        assert!(e.contains("clients[1]") && e.contains("duplicate"), "{e}");
-    }
-
-    #[test]
-    fn plaintext_only_when_allowed_and_never_in_debug() {
-        let text = "allow_plaintext = true\n[[clients]]\nenv_id = \"e\"\nclient_id = \"a\"\n\
-                    auth_methods = [\"client_secret_post\"]\nsecret = \"plain:Hunter2-Secret\"\n";
-        let set = file(text).unwrap();
-        let shown = format!("{:?}", set.records.values().next().unwrap());
-        assert!(!shown.contains("Hunter2"), "{shown}");
-    }
-
-    #[test]
     fn registry_record_takes_env_from_the_url_and_must_match() {
         let body = format!(
             r#"{{"client_id":"app","secret":"{SHA}","auth_methods":["client_secret_basic"]}}"#
         );
         let r = parse_registry_record(body.as_bytes(), "e", b"app").unwrap();
-        assert_eq!(r.env_id, "e");
+        assert_eq!(&*r.env_id, "e");
         let e = parse_registry_record(body.as_bytes(), "e", b"other").unwrap_err();
         assert!(e.contains("another client"));
     }
@@ -385,34 +262,5 @@ mod tests {
             let e = parse_registry_record(body.as_bytes(), "e", b"app").unwrap_err();
             assert!(e.starts_with("secret:") && !e.contains("from-the"), "{e}");
         }
-    }
-
-    #[test]
-    fn the_typical_profile_is_the_most_common_kind_of_secret() {
-        let argon = crate::clients::secret::Profile::Argon2id {
-            m_cost: 64,
-            t_cost: 1,
-            p_cost: 1,
-        }
-        .spec_for(b"x");
-        let argon = match argon {
-            SecretSpec::Argon2id(phc) => phc,
-            _ => unreachable!(),
-        };
-        let entry = |id: &str, secret: &str| {
-            format!(
-                "[[clients]]\nenv_id = \"e\"\nclient_id = \"{id}\"\nsecret = '{secret}'\n\
-                 auth_methods = [\"client_secret_post\"]\n"
-            )
-        };
-        let text = [entry("a", &argon), entry("b", &argon), entry("c", SHA)].concat();
-        let set = file(&text).unwrap();
-        assert!(matches!(
-            set.typical_profile,
-            Some(Profile::Argon2id { m_cost: 64, .. })
-        ));
-        let set = file(&entry("c", SHA)).unwrap();
-        assert_eq!(set.typical_profile, Some(Profile::Sha256));
-        assert_eq!(file("").unwrap().typical_profile, None);
     }
 }

@@ -87,6 +87,54 @@ impl AuthMethod {
     }
 }
 
+/// A set of methods (a client record's `auth_methods`): one byte, in [`AuthMethod::ALL`]'s order.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct MethodSet(u8);
+
+impl MethodSet {
+    fn bit(m: AuthMethod) -> u8 {
+        let i = AuthMethod::ALL.iter().position(|x| *x == m).unwrap_or(0);
+        1 << i
+    }
+
+    pub fn insert(&mut self, m: AuthMethod) {
+        self.0 |= Self::bit(m);
+    }
+
+    pub fn contains(self, m: AuthMethod) -> bool {
+        self.0 & Self::bit(m) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The methods, in [`AuthMethod::ALL`]'s order.
+    pub fn iter(self) -> impl Iterator<Item = AuthMethod> {
+        AuthMethod::ALL
+            .into_iter()
+            .filter(move |m| self.contains(*m))
+    }
+}
+
+impl FromIterator<AuthMethod> for MethodSet {
+    fn from_iter<I: IntoIterator<Item = AuthMethod>>(methods: I) -> Self {
+        let mut set = MethodSet::default();
+        for m in methods {
+            set.insert(m);
+        }
+        set
+    }
+}
+
+impl std::fmt::Debug for MethodSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set()
+            .entries(self.iter().map(AuthMethod::as_str))
+            .finish()
+    }
+}
+
 /// What a route does to client authentication before forwarding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Conversion {
@@ -159,6 +207,26 @@ mod tests {
         assert_eq!(AuthMethod::parse("Client_Secret_Post"), None);
         assert_eq!(AuthMethod::parse("basic"), None);
         assert_eq!(AuthMethod::parse(""), None);
+    }
+
+    #[test]
+    fn a_method_set_holds_each_method_once_in_registry_order() {
+        let set: MethodSet = [
+            AuthMethod::None,
+            AuthMethod::ClientSecretPost,
+            AuthMethod::None,
+        ]
+        .into_iter()
+        .collect();
+        assert!(set.contains(AuthMethod::None) && set.contains(AuthMethod::ClientSecretPost));
+        assert!(!set.contains(AuthMethod::ClientSecretBasic));
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            [AuthMethod::ClientSecretPost, AuthMethod::None]
+        );
+        assert!(MethodSet::default().is_empty());
+        let all: MethodSet = AuthMethod::ALL.into_iter().collect();
+        assert_eq!(all.iter().count(), AuthMethod::ALL.len());
     }
 
     #[test]

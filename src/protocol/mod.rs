@@ -16,7 +16,7 @@ pub use basic::{BasicEncoding, Credentials};
 pub use discovery::DiscoveryRewrite;
 pub use endpoint::{Endpoint, GrantCheck};
 pub use error::{ErrorCode, OAuthError};
-pub use method::{AuthMethod, Conversion, MethodSeen};
+pub use method::{AuthMethod, Conversion, MethodSeen, MethodSet};
 pub use secret::{SecretBytes, SecretString};
 pub use token::{
     check_head, decide, extract, query_carries_secrets, BodyLimit, Extracted, Forward, Head,
