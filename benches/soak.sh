@@ -16,14 +16,16 @@
 #     every 30 s (write + rename, one extra record toggled).
 # It reports failed legitimate requests (goal 0), what the attackers got, the gateway's RSS and open
 # file descriptors after the warm-up (WARMUP, default min(60 s, DURATION / 5)) and at the end
-# (goal: flat within 10 %), its CPU time per request answered, and its own metrics; prints a summary,
-# writes it as JSON (SOAK_JSON, default target/soak/soak-DATE.json) and exits non-zero when a
-# legitimate request failed, RSS or fds grew more than 10 %, or the gateway died.
+# (medians of 1-s samples over 10 s; goal: flat within 10 %), its CPU time per request answered,
+# and its own metrics; prints a summary, writes it as JSON (SOAK_JSON, default
+# target/soak/soak-DATE.json) and exits non-zero when a legitimate request failed, RSS or fds grew
+# more than 10 %, or the gateway died.
 #
 # Settings (environment): DURATION WARMUP LEGIT_THREADS LEGIT_RATE GW_PORT ADMIN_PORT UP_PORT
-# SOAK_JSON. The gateway's configuration, client file, log and the summary stay in
-# target/soak/run-DATE/. Everything listens on 127.0.0.1; every process started here is stopped
-# by PID on exit.
+# SOAK_JSON. The rest of the environment reaches the gateway too: MALLOC_MMAP_THRESHOLD_=1048576
+# shows its RSS without glibc keeping argon2id's 19 MiB buffers (README, "Soak"). The gateway's
+# configuration, client file, log and the summary stay in target/soak/run-DATE/. Everything
+# listens on loopback; every process started here is stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
