@@ -76,10 +76,14 @@ wait_port "$UP_PORT"; wait_port "$GW_PORT"; wait_port "$ADMIN_PORT"
 
 echo "soak: gateway pid $gw, logs and configuration in $dir"
 status=0
+# In the background and waited for, so that a SIGTERM to this script stops it too (a foreground
+# child would hold the traps back until it ended).
 python3 benches/soak_driver.py run --dir "$dir" --pid "$gw" --gw-port "$GW_PORT" \
   --admin-port "$ADMIN_PORT" --duration "$DURATION" --warmup "$WARMUP" \
   --legit-threads "$LEGIT_THREADS" --legit-rate "$LEGIT_RATE" \
   --json "$SOAK_JSON" --log "$dir/gateway.log" \
-  --command "DURATION=$DURATION bash benches/soak.sh" || status=$?
+  --command "DURATION=$DURATION bash benches/soak.sh" & driver=$!
+pids=("$driver" "${pids[@]}")
+wait "$driver" || status=$?
 cp "$SOAK_JSON" "$dir/summary.json" 2>/dev/null || true
 exit "$status"
