@@ -26,8 +26,8 @@ use std::fmt;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use dashmap::DashMap;
@@ -257,6 +257,31 @@ fn parse_sha256(rest: &str) -> Result<SecretSpec, SecretError> {
     Ok(SecretSpec::Sha256 { salt, digest })
 }
 
+/// Whether `presented` hashes to the argon2id PHC string `phc` (constant-time compare).
+fn argon2id_matches(phc: &str, presented: &[u8], scratch: &mut Vec<Block>) -> bool {
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Ok(params), Some(salt), Some(expected)) = (Params::try_from(&hash), hash.salt, hash.hash)
+    else {
+        return false;
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if scratch.len() < blocks {
+        scratch.resize(blocks, Block::default());
+    }
+    let mut out = SecretBytes::from(vec![0u8; expected.len()]);
+    let out_buf: &mut [u8] = out.as_mut_slice();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into_with_memory(presented, salt, out_buf, &mut scratch[..blocks])
+        .is_ok()
+        && bool::from(out.ct_eq(expected.as_bytes()))
+}
+
 /// SHA-256(salt ‖ secret), the `sha256:` digest.
 fn salted_sha256(salt: &[u8], secret: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -272,12 +297,17 @@ impl SecretSpec {
     /// both sides so the stored length does not leak. Argon2id uses argon2's `verify_password`
     /// with the parameters recorded in the PHC string (expensive: see [`Self::is_expensive`]).
     pub fn verify(&self, presented: &[u8]) -> bool {
+        self.verify_with(presented, &mut Vec::new())
+    }
+
+    /// [`Self::verify`] with argon2id's working memory (m_cost KiB) taken from `scratch`, grown
+    /// as needed and kept by the caller: verifications then allocate nothing, and the process
+    /// keeps one buffer per concurrent verification instead of whatever the allocator holds on
+    /// to after each (glibc keeps freed 19 MiB blocks in its per-thread pools).
+    pub fn verify_with(&self, presented: &[u8], scratch: &mut Vec<Block>) -> bool {
         match self {
-            SecretSpec::Argon2id(phc) => match PasswordHash::new(phc) {
-                Ok(hash) => Argon2::default().verify_password(presented, &hash).is_ok(),
-                // Unreachable for specs built by `parse_secret`; fail closed regardless.
-                Err(_) => false,
-            },
+            // Unreachable failures for specs built by `parse_secret`: fail closed regardless.
+            SecretSpec::Argon2id(phc) => argon2id_matches(phc, presented, scratch),
             SecretSpec::Sha256 { salt, digest } => {
                 salted_sha256(salt, presented).ct_eq(digest).into()
             }

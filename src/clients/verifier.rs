@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use argon2::Block;
 use dashmap::DashMap;
 use tokio::sync::{OnceCell, Semaphore};
 
@@ -59,6 +60,8 @@ pub struct Verifier {
     slots: Semaphore,
     /// Expensive verifications waiting for or holding a slot.
     pending: AtomicUsize,
+    /// argon2id's working memory, one buffer per slot, reused (see [`SecretSpec::verify_with`]).
+    scratch: Mutex<Vec<Vec<Block>>>,
     dummies: Mutex<HashMap<Profile, Arc<SecretSpec>>>,
     counts: Counts,
 }
@@ -71,6 +74,7 @@ impl Verifier {
             remembered: VerifiedCache::new(config.remember_for, config.capacity),
             slots: Semaphore::new(cores),
             pending: AtomicUsize::new(0),
+            scratch: Mutex::new(Vec::new()),
             dummies: Mutex::new(HashMap::new()),
             counts: Counts::default(),
         }
@@ -114,10 +118,19 @@ impl Verifier {
         };
         self.count(profile);
         let (spec, presented) = (spec.clone(), SecretBytes::from(presented));
-        let matched = tokio::task::spawn_blocking(move || spec.verify(&presented))
-            .await
-            .unwrap_or(false);
-        verdict(matched)
+        let mut scratch = self.lock_scratch().pop().unwrap_or_default();
+        let done = tokio::task::spawn_blocking(move || {
+            let matched = spec.verify_with(&presented, &mut scratch);
+            (matched, scratch)
+        })
+        .await;
+        match done {
+            Ok((matched, scratch)) => {
+                self.lock_scratch().push(scratch);
+                verdict(matched)
+            }
+            Err(_) => Verdict::NoMatch,
+        }
     }
 
     /// A spec of this kind and cost that nothing matches (made once per profile; argon2id takes
@@ -166,6 +179,10 @@ impl Verifier {
             Profile::Plain => &self.counts.plain,
         };
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn lock_scratch(&self) -> std::sync::MutexGuard<'_, Vec<Vec<Block>>> {
+        self.scratch.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn lock_dummies(&self) -> std::sync::MutexGuard<'_, HashMap<Profile, Arc<SecretSpec>>> {

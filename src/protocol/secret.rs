@@ -19,6 +19,11 @@ pub struct SecretBytes(Vec<u8>);
 pub struct SecretString(String);
 
 impl SecretBytes {
+    /// The bytes, to fill in place (they stay in this value, zeroized when dropped).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+
     /// The bytes, moved out (not zeroized: the caller owns them now).
     pub fn into_vec(mut self) -> Vec<u8> {
         std::mem::take(&mut self.0)
