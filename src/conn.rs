@@ -44,6 +44,9 @@ use crate::client_addr::counting_key;
 use crate::metrics::Metrics;
 use crate::runtime::Shared;
 
+/// What a read of an overdue request head fails with (and what the logging setup recognizes).
+pub const HEAD_TIMEOUT: &str = "request head not complete within header_timeout";
+
 /// The limits one connection is held to (from the running configuration).
 #[derive(Debug, Clone)]
 struct Limits {
@@ -325,10 +328,7 @@ impl HeadDeadline {
         self.metrics.header_timeouts.inc();
         io::Error::new(
             io::ErrorKind::TimedOut,
-            format!(
-                "request head not complete within header_timeout ({:?})",
-                self.tracker.header_timeout
-            ),
+            format!("{HEAD_TIMEOUT} ({:?})", self.tracker.header_timeout),
         )
     }
 }

@@ -1,10 +1,16 @@
 //! Log output: text or JSON lines, with Pingora's crates capped at `info`.
 //!
 //! Pingora prints whole request headers (Authorization included) at debug level; the cap applies
-//! whatever filter the operator sets, so that no secret reaches a log line.
+//! whatever filter the operator sets, so that no secret reaches a log line. Pingora also logs an
+//! error line for every connection whose request head the gateway cuts at `server.header_timeout`:
+//! those are dropped (they are counted in `tokengate_header_timeouts_total`), so that clients do
+//! not decide how many error lines the gateway writes.
 
+use tracing::field::{Field, Visit};
+use tracing::{Event, Metadata};
 use tracing_subscriber::filter::{filter_fn, FilterExt};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Context, Filter};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
 
@@ -13,6 +19,49 @@ use crate::config::LogFormat;
 /// Whether an event may be written: never Pingora's debug and trace events.
 fn pingora_capped(meta: &tracing::Metadata<'_>) -> bool {
     !(meta.target().starts_with("pingora") && *meta.level() > tracing::Level::INFO)
+}
+
+/// Drops Pingora's error lines about request heads cut at the header timeout.
+struct QuietHeadTimeouts;
+
+/// Whether an event's message holds a string.
+struct MessageHas {
+    needle: &'static str,
+    found: bool,
+}
+
+impl Visit for MessageHas {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" && value.contains(self.needle) {
+            self.found = true;
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" && format!("{value:?}").contains(self.needle) {
+            self.found = true;
+        }
+    }
+}
+
+impl<S> Filter<S> for QuietHeadTimeouts {
+    fn enabled(&self, _: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        true
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, _: &Context<'_, S>) -> bool {
+        // Pingora logs through `log`: the bridged event's own target is `log`, so the message
+        // (the gateway's own marker) is what tells.
+        if event.metadata().level() != &tracing::Level::ERROR {
+            return true;
+        }
+        let mut v = MessageHas {
+            needle: crate::conn::HEAD_TIMEOUT,
+            found: false,
+        };
+        event.record(&mut v);
+        !v.found
+    }
 }
 
 /// Installs the process-wide subscriber: `filter` (a tracing filter, e.g. `info`), `format`, and
@@ -27,7 +76,7 @@ where
         LogFormat::Json => layer.json().flatten_event(true).boxed(),
     };
     tracing_subscriber::registry()
-        .with(layer.with_filter(filter.and(filter_fn(pingora_capped))))
+        .with(layer.with_filter(filter.and(filter_fn(pingora_capped)).and(QuietHeadTimeouts)))
         .try_init()
         .is_ok()
 }

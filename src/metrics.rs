@@ -268,7 +268,7 @@ const GAUGES: [(&str, &str); 2] = [
     ),
     (
         "tokengate_client_file_generation",
-        "Versions of the client file put in force since start (1 after start; 0 with a registry).",
+        "Versions of the client file put in force since the configuration was loaded (1 after a start or reload; 0 with a registry).",
     ),
 ];
 
