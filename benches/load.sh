@@ -1,105 +1,179 @@
 #!/usr/bin/env bash
-# Load harness: wrk against tokengate in front of a loopback upstream, reported as ratios against a
-# plain passthrough through the same gateway, measured in the same run.
+# Side-by-side load harness (issue 13, point 1): tokengate against what a user would deploy
+# instead, measured in one run, on the same request, the same upstream and the same core.
 #
-#   bash benches/load.sh     # DURATION=5 ROUNDS=3 CONNECTIONS=32 to change the defaults
+#   bash benches/load.sh                        # 5 interleaved rounds of 10 s (about 10 minutes)
+#   ROUNDS=1 DURATION=2 bash benches/load.sh    # quick check that everything runs
 #
-# The runs below are interleaved ROUNDS times (so that a noisy neighbour hurts all of them alike)
-# and the median of each is reported; each is DURATION seconds of wrk -t1 -cCONNECTIONS, keep-alive:
-#   upstream     wrk -> echo_upstream                       (the floor: no proxy)
-#   passthrough  wrk -> tokengate (no route, streamed)      -> echo_upstream   (baseline)
-#   to_basic     wrk -> tokengate (/{env}/as/token, post->basic) -> echo_upstream
-#   to_post      wrk -> tokengate (/{env}/as/token, basic->post) -> echo_upstream
-# Everything binds 127.0.0.1; every process started here is stopped by PID on exit.
+# Environment: ROUNDS (5), DURATION seconds per run (10), CONNECTIONS (32), WARMUP seconds per
+# target before the rounds (2), TARGETS (space-separated, default below), BASE_PORT (19100; the
+# targets take the ports after it), OUT (the JSON file; default target/bench/load-DATE.json).
+#
+# Targets (every server 1 worker / 1 thread, pinned to CPU 0 with the upstream; wrk -t1 on CPU 1):
+#   upstream           wrk -> tiny nginx `return 200` with a token JSON (the floor: no proxy)
+#   nginx_proxy        wrk -> nginx proxy_pass, upstream keepalive pool -> upstream (the reference)
+#   nginx_lua          wrk -> nginx + benches/peers/post_to_basic.lua (post -> Basic) -> upstream
+#   pingora_hop        wrk -> examples/pingora_hop (ProxyHttp forwarding unchanged) -> upstream
+#   passthrough        wrk -> tokengate, route mode passthrough -> upstream
+#   to_basic           wrk -> tokengate, mode to_basic (post -> Basic) -> upstream
+#   to_post            wrk -> tokengate, mode to_post (the Basic equivalent -> post) -> upstream
+#   validate_sha256    wrk -> tokengate, mode validate, salted SHA-256 record, upstream_method Basic
+#   validate_argon2id  wrk -> tokengate, mode validate, argon2id record (verified once, remembered)
+# Opt-in (TARGETS=...): to_basic_t2 (server.threads = 2, pinned to CPU 0), to_basic_t2_free
+# (threads = 2 on both CPUs, sharing wrk's).
+#
+# The request is PingOne's client_secret_post token sample (see benches/lib.sh); to_post gets its
+# Basic equivalent. Before measuring, one request per target to a check envID that the upstream
+# echoes proves the conversion (Basic seen upstream, credentials gone from the body, or the
+# reverse); any non-2xx answer or socket error during a run fails the run.
+#
+# Per target: median req/s and its spread (min-max), medians of wrk's p50/p99 latency, the CPU time
+# (utime+stime from /proc/PID/stat, all processes and threads of the target) per request over each
+# run, the upstream's CPU per request separately, peak RSS (VmHWM, summed over the target's
+# processes: nginx master + worker), and ratios to nginx_proxy. Rounds are interleaved, each in a
+# rotated order, so a noisy neighbour hurts every target alike. Loopback only; every process
+# started here is stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-5}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-32}
-UP_PORT=${UP_PORT:-19000}
-GW_PORT=${GW_PORT:-18080}
-GW2_PORT=${GW2_PORT:-18081}
-command -v wrk >/dev/null || { echo "wrk is required (apt-get install -y wrk)"; exit 1; }
+WARMUP=${WARMUP:-2}
+DEFAULT_TARGETS="upstream nginx_proxy nginx_lua pingora_hop passthrough to_basic to_post validate_sha256 validate_argon2id"
+read -r -a TARGETS <<<"${TARGETS:-$DEFAULT_TARGETS}"
+STAMP=$(date +%Y%m%d-%H%M%S)
+OUT=${OUT:-target/bench/load-$STAMP.json}
 
-cargo build --release --quiet --bin tokengate --example echo_upstream
-BIN=target/release/tokengate
-ECHO=target/release/examples/echo_upstream
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
-# Two cores: the gateway on CPU 0, the load generator and the upstream on CPU 1.
-# Always called in a subshell (`&` or `$(...)`): exec, so that $! is the program's own PID.
-pin() { if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then exec taskset -c "$1" "${@:2}"; else exec "${@:2}"; fi; }
+tmp=$(mktemp -d /tmp/tokengate-load.XXXXXX)
+finish() {
+  local rc=$?
+  stop_all
+  if [ "$rc" -eq 0 ]; then rm -rf "$tmp"; else echo "failed ($rc); logs kept in $tmp" >&2; fi
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
 
-wait_port() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened"; exit 1; }
+# shellcheck disable=SC2119 # no extra tools
+ensure_tools
+build
 
-gateway_conf() { # port mode
-  cat > "$tmp/gw-$2.toml" <<TOML
-default_upstream = "up"
-[server]
-listen = ["127.0.0.1:$1"]
-threads = 1
-[upstreams.up]
-url = "http://127.0.0.1:$UP_PORT"
-[[routes]]
-path = "/{env_id}/as/token"
-mode = "$2"
-TOML
-  echo "$tmp/gw-$2.toml"
+start_target upstream
+for t in "${TARGETS[@]}"; do
+  if [ "$t" != upstream ]; then start_target "$t"; fi
+done
+UP_PIDS=${T_PIDS[upstream]}
+
+for r in post_sha post_argon basic_sha; do wrk_script "$r" "$tmp/$r.lua"; done
+
+echo "checking that every target answers 200 and converts (upstream echo):" >&2
+for t in "${TARGETS[@]}"; do
+  check_target "$t"
+  echo "  $t: ok ($(target_request "$t"))" >&2
+done
+
+# run NAME SECONDS -> "requests rps p50 p99 cpu_us_per_request upstream_cpu_us_per_request"
+run() {
+  local name=$1 seconds=$2 spec out before up_before after up_after pids parsed
+  spec=$(target_request "$name")
+  read -r -a pids <<<"${T_PIDS[$name]}"
+  before=$(ticks "${pids[@]}")
+  # shellcheck disable=SC2086 # PIDs: split on whitespace
+  up_before=$(ticks $UP_PIDS)
+  out=$(pin "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${seconds}s" --latency \
+    -s "$tmp/${spec% *}.lua" "http://127.0.0.1:${T_PORT[$name]}/$ENV_ID/as/token")
+  after=$(ticks "${pids[@]}")
+  # shellcheck disable=SC2086
+  up_after=$(ticks $UP_PIDS)
+  parsed=$(parse_wrk "$name" "$out")
+  awk -v p="$parsed" -v b="$before" -v a="$after" -v ub="$up_before" -v ua="$up_after" \
+    -v hz="$CLK_TCK" -v self="$([ "$name" = upstream ] && echo 1 || echo 0)" 'BEGIN {
+      split(p, f, " ")
+      cpu = (a - b) / hz * 1e6 / f[1]
+      up = self ? 0 : (ua - ub) / hz * 1e6 / f[1]
+      printf "%s %s %s %s %.2f %.2f\n", f[1], f[2], f[3], f[4], cpu, up
+    }'
 }
 
-pin 1 "$ECHO" "$UP_PORT" --quiet 2>/dev/null & pids+=($!)
-TOKENGATE_LOG=warn pin 0 "$BIN" run --config "$(gateway_conf "$GW_PORT" to_basic)" 2>"$tmp/gw1.log" & pids+=($!)
-TOKENGATE_LOG=warn pin 0 "$BIN" run --config "$(gateway_conf "$GW2_PORT" to_post)" 2>"$tmp/gw2.log" & pids+=($!)
-wait_port "$UP_PORT"; wait_port "$GW_PORT"; wait_port "$GW2_PORT"
+echo "warming up (${WARMUP}s each)" >&2
+for t in "${TARGETS[@]}"; do run "$t" "$WARMUP" >/dev/null; done
 
-ENV=5a0b3c2d-1111-2222-3333-444455556666
-POST_BODY="grant_type=authorization_code&code=c0de-%7B%7BpostAuthCode%7D%7D&redirect_uri=http%3A%2F%2Flocalhost%3A3000%2Fcallback&client_id=$ENV&client_secret=Zx9.yQ~4rT-a8kLmN2pQ7sVwXyZ0bC3dE5fG6hJ8"
-BASIC=$(printf '%s:%s' "$ENV" 'Zx9.yQ~4rT-a8kLmN2pQ7sVwXyZ0bC3dE5fG6hJ8' | base64 -w0)
-
-lua() { # file body [basic-credentials]
-  {
-    echo 'wrk.method = "POST"'
-    echo "wrk.body = \"$2\""
-    echo 'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"'
-    if [ -n "${3:-}" ]; then echo "wrk.headers[\"Authorization\"] = \"Basic $3\""; fi
-  } > "$1"
-}
-lua "$tmp/post.lua" "$POST_BODY"
-lua "$tmp/basic.lua" "grant_type=authorization_code&code=c0de&redirect_uri=http%3A%2F%2Flocalhost%3A3000%2Fcallback" "$BASIC"
-
-run() { # name url script -> prints req/s
-  local out
-  out=$(pin 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$3" "$2")
-  local rps p99 non2xx
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  non2xx=$(awk '/Non-2xx/ {print $4}' <<<"$out")
-  if [ -n "$non2xx" ] || grep -q "Socket errors" <<<"$out"; then echo "$1: errors during run:"; echo "$out"; exit 1; fi
-  printf '%s %s %s\n' "$1" "$rps" "$p99"
-}
-
-# Warm up connections and caches.
-(pin 1 wrk -t1 -c"$CONNECTIONS" -d2s -s "$tmp/post.lua" "http://127.0.0.1:$GW_PORT/$ENV/as/token" >/dev/null)
-
-raw=$(
-  for _ in $(seq 1 "$ROUNDS"); do
-    run upstream    "http://127.0.0.1:$UP_PORT/$ENV/as/token"         "$tmp/post.lua"
-    run passthrough "http://127.0.0.1:$GW_PORT/$ENV/as/introspect"    "$tmp/post.lua"
-    run to_basic    "http://127.0.0.1:$GW_PORT/$ENV/as/token"         "$tmp/post.lua"
-    run to_post     "http://127.0.0.1:$GW2_PORT/$ENV/as/token"        "$tmp/basic.lua"
+raw="$tmp/rounds.tsv"
+: >"$raw"
+n=${#TARGETS[@]}
+for ((round = 1; round <= ROUNDS; round++)); do
+  for ((k = 0; k < n; k++)); do
+    t=${TARGETS[$(((k + round - 1) % n))]}
+    line=$(run "$t" "$DURATION")
+    printf '%s\t%s\t%s\n' "$round" "$t" "${line// /$'\t'}" >>"$raw"
+    printf 'round %d/%d %-18s %s\n' "$round" "$ROUNDS" "$t" "$line" >&2
   done
-)
-echo "$raw" | sed 's/^/  round: /'
-# Median req/s (and its p99) per run name, in first-seen order.
-results=$(for name in upstream passthrough to_basic to_post; do
-  awk -v n="$name" '$1==n' <<<"$raw" | sort -k2,2n | awk -v r="$ROUNDS" 'NR==int((r+1)/2)'
-done)
-base=$(awk '$1=="passthrough" {print $2}' <<<"$results")
+done
+
+# --- summary -------------------------------------------------------------------------------------
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+col() { awk -F'\t' -v t="$1" -v c="$2" '$2 == t { print $c }' "$raw"; }
+
+summary="$tmp/summary.tsv"
+: >"$summary"
+for t in "${TARGETS[@]}"; do
+  read -r -a pids <<<"${T_PIDS[$t]}"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" \
+    "$(col "$t" 4 | median)" "$(col "$t" 4 | sort -g | head -1)" "$(col "$t" 4 | sort -g | tail -1)" \
+    "$(col "$t" 5 | median)" "$(col "$t" 6 | median)" "$(col "$t" 7 | median)" \
+    "$(col "$t" 8 | median)" "$(hwm_kb "${pids[@]}")" >>"$summary"
+done
+
+base=$(awk -F'\t' '$1 == "nginx_proxy" { print $2 "\t" $7 }' "$summary")
+table=$(awk -F'\t' -v base="$base" '
+  BEGIN {
+    split(base, b, "\t")
+    printf "| target | req/s (median) | min–max | p50 ms | p99 ms | CPU µs/req | upstream CPU µs/req | peak RSS MiB | req/s ratio | CPU/req ratio |\n"
+    printf "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+  }
+  {
+    rr = (b[1] > 0) ? sprintf("%.2f", $2 / b[1]) : "-"
+    cr = (b[2] > 0) ? sprintf("%.2f", $7 / b[2]) : "-"
+    up = ($1 == "upstream") ? "(itself)" : sprintf("%.1f", $8)
+    printf "| %s | %.0f | %.0f–%.0f | %.2f | %.2f | %.1f | %s | %.1f | %s | %s |\n",
+      $1, $2, $3, $4, $5, $6, $7, up, $9 / 1024, rr, cr
+  }' "$summary")
+
+cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+settings="ROUNDS=$ROUNDS DURATION=$DURATION CONNECTIONS=$CONNECTIONS: wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency on CPU $LOAD_CPU; servers (1 worker / 1 thread) and the upstream on CPU $SERVER_CPU; medians of $ROUNDS interleaved rounds; ratios against nginx_proxy"
 echo
-printf '%-12s %12s %10s %22s\n' run req/s p99 "ratio vs passthrough"
-awk -v base="$base" '{ printf "%-12s %12.0f %10s %22.2f\n", $1, $2, $3, $2/base }' <<<"$results"
-echo "(median of $ROUNDS interleaved rounds of wrk -t1 -c$CONNECTIONS -d${DURATION}s; gateway threads=1 on CPU 0, wrk and upstream on CPU 1)"
+echo "$(date) — $NPROC CPUs, $cpu_model — $settings"
+echo "$table"
+
+mkdir -p "$(dirname "$OUT")"
+jq -n --rawfile summary "$summary" --rawfile rounds "$raw" \
+  --arg date "$(date -Iseconds)" --arg cpu "$cpu_model" --argjson nproc "$NPROC" \
+  --argjson rounds_n "$ROUNDS" --argjson duration "$DURATION" --argjson connections "$CONNECTIONS" \
+  --arg settings "$settings" --arg table "$table" '
+  def rows($s): $s | split("\n") | map(select(length > 0) | split("\t"));
+  (rows($summary) | map({
+      target: .[0], rps_median: (.[1] | tonumber), rps_min: (.[2] | tonumber),
+      rps_max: (.[3] | tonumber), p50_ms: (.[4] | tonumber), p99_ms: (.[5] | tonumber),
+      cpu_us_per_request: (.[6] | tonumber), upstream_cpu_us_per_request: (.[7] | tonumber),
+      peak_rss_kb: (.[8] | tonumber)
+    })) as $targets
+  | ($targets | map(select(.target == "nginx_proxy")) | first) as $base
+  | {
+      date: $date, machine: {nproc: $nproc, cpu: $cpu},
+      settings: {rounds: $rounds_n, duration_s: $duration, connections: $connections, text: $settings},
+      targets: ($targets | map(. + (if $base then {
+        rps_ratio_to_nginx_proxy: (.rps_median / $base.rps_median),
+        cpu_ratio_to_nginx_proxy: (.cpu_us_per_request / $base.cpu_us_per_request)
+      } else {} end))),
+      rounds: (rows($rounds) | map({
+        round: (.[0] | tonumber), target: .[1], requests: (.[2] | tonumber),
+        rps: (.[3] | tonumber), p50_ms: (.[4] | tonumber), p99_ms: (.[5] | tonumber),
+        cpu_us_per_request: (.[6] | tonumber), upstream_cpu_us_per_request: (.[7] | tonumber)
+      })),
+      table: $table
+    }' >"$OUT"
+echo
+echo "JSON: $OUT"
