@@ -49,6 +49,12 @@ ensure_tools() {
   fi
 }
 
+# Moves this script (and so every tool it starts later: wrk, strace, perf, curl) to LOAD_CPU, so
+# that nothing but the servers under test runs on SERVER_CPU.
+pin_self() {
+  if [ "$NPROC" -ge 2 ]; then taskset -pc "$LOAD_CPU" $$ >/dev/null; fi
+}
+
 build() {
   echo "cargo build --release (tokengate, examples/pingora_hop)" >&2
   cargo build --release --quiet --bin tokengate --example pingora_hop
@@ -137,14 +143,20 @@ wrk_script() { # name file
   } >"$2"
 }
 
-# The same, stopping after COUNT responses (a fixed-count run, for strace, heaptrack, perf stat).
-wrk_count_script() { # name count file
-  wrk_script "$1" "$3"
-  cat >>"$3" <<LUA
+# The same, stopping after COUNT responses and then writing MARKER (a fixed-count run, for strace,
+# heaptrack and /proc figures: the caller waits for the marker, stops its tool, then stops wrk).
+wrk_count_script() { # name count marker file
+  wrk_script "$1" "$4"
+  cat >>"$4" <<LUA
 local done_count = 0
 function response(status, headers, body)
   done_count = done_count + 1
-  if done_count >= $2 then wrk.thread:stop() end
+  if done_count == $2 then
+    local f = io.open("$3", "w")
+    f:write(done_count)
+    f:close()
+    wrk.thread:stop()
+  end
 end
 LUA
 }
@@ -296,12 +308,13 @@ server_cmd() {
     to_basic_t2_free) tokengate_conf "$name" to_basic "$port" 2 && CPUS="0-$((NPROC - 1))" ;;
     *) echo "unknown target $name" >&2; exit 1 ;;
   esac
-  # TOKENGATE_LOG=warn: no access line per request (nginx runs with access_log off; the hop
-  # logs nothing).
   if [ -f "$tmp/$name.toml" ]; then
-    CMD=(env TOKENGATE_LOG=warn target/release/tokengate run --config "$tmp/$name.toml")
+    CMD=(target/release/tokengate run --config "$tmp/$name.toml")
   fi
 }
+# No access line per request (nginx runs with access_log off; the hop logs nothing). Exported, not
+# passed through env(1): heaptrack's LD_PRELOAD does not survive an exec.
+export TOKENGATE_LOG=warn
 
 # launch NAME PORT CPU-LIST COMMAND...: starts it pinned, records it, waits for the port; the
 # PID is in LAUNCHED, stderr in $tmp/NAME.log.
@@ -309,7 +322,7 @@ launch() {
   local name=$1 port=$2 cpus=$3
   shift 3
   port_free "$port" || { echo "port $port is taken (set BASE_PORT)" >&2; exit 1; }
-  (pin "$cpus" "$@" 2>>"$tmp/$name.log") &
+  (pin "$cpus" "$@" >>"$tmp/$name.log" 2>&1) &
   LAUNCHED=$!
   STARTED+=("$LAUNCHED")
   wait_port "$port" "$name" "$LAUNCHED"

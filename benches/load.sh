@@ -60,6 +60,7 @@ trap 'exit 130' INT TERM
 # shellcheck disable=SC2119 # no extra tools
 ensure_tools
 build
+pin_self
 
 start_target upstream
 for t in "${TARGETS[@]}"; do
