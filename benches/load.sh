@@ -102,6 +102,7 @@ run() {
 echo "warming up (${WARMUP}s each)" >&2
 for t in "${TARGETS[@]}"; do run "$t" "$WARMUP" >/dev/null; done
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 raw="$tmp/rounds.tsv"
 : >"$raw"
 n=${#TARGETS[@]}
@@ -143,27 +144,38 @@ table=$(awk -F'\t' -v base="$base" '
       $1, $2, $3, $4, $5, $6, $7, up, $9 / 1024, rr, cr
   }' "$summary")
 
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+# A run is suspect when some target's req/s spread (max - min) exceeds a quarter of its median:
+# something else ran on the machine (the servers and wrk alone keep the load average near 2).
+disturbed=$(awk -F'\t' '$2 > 0 && ($4 - $3) / $2 > 0.25 { printf "%s%s (%.0f%%)", sep, $1, 100 * ($4 - $3) / $2; sep = ", " }' "$summary")
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 settings="ROUNDS=$ROUNDS DURATION=$DURATION CONNECTIONS=$CONNECTIONS: wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency on CPU $LOAD_CPU; servers (1 worker / 1 thread) and the upstream on CPU $SERVER_CPU; medians of $ROUNDS interleaved rounds; ratios against nginx_proxy"
 echo
 echo "$(date) — $NPROC CPUs, $cpu_model — $settings"
 echo "$table"
+echo "load average (1, 5, 15 min) before the rounds: $LOAD_BEFORE; after: $LOAD_AFTER"
+if [ -n "$disturbed" ]; then
+  echo "WARNING: req/s spread above 25% of the median for $disturbed: the run looks disturbed; rerun on a quiet machine"
+fi
 
 mkdir -p "$(dirname "$OUT")"
 jq -n --rawfile summary "$summary" --rawfile rounds "$raw" \
   --arg date "$(date -Iseconds)" --arg cpu "$cpu_model" --argjson nproc "$NPROC" \
   --argjson rounds_n "$ROUNDS" --argjson duration "$DURATION" --argjson connections "$CONNECTIONS" \
-  --arg settings "$settings" --arg table "$table" '
+  --arg settings "$settings" --arg table "$table" --arg load_before "$LOAD_BEFORE" \
+  --arg load_after "$LOAD_AFTER" --arg disturbed "$disturbed" '
   def rows($s): $s | split("\n") | map(select(length > 0) | split("\t"));
   (rows($summary) | map({
       target: .[0], rps_median: (.[1] | tonumber), rps_min: (.[2] | tonumber),
       rps_max: (.[3] | tonumber), p50_ms: (.[4] | tonumber), p99_ms: (.[5] | tonumber),
       cpu_us_per_request: (.[6] | tonumber), upstream_cpu_us_per_request: (.[7] | tonumber),
       peak_rss_kb: (.[8] | tonumber)
-    })) as $targets
+    } | . + {rps_spread: ((.rps_max - .rps_min) / .rps_median)})) as $targets
   | ($targets | map(select(.target == "nginx_proxy")) | first) as $base
   | {
       date: $date, machine: {nproc: $nproc, cpu: $cpu},
+      loadavg: {before: $load_before, after: $load_after},
+      disturbed: (if $disturbed == "" then null else $disturbed end),
       settings: {rounds: $rounds_n, duration_s: $duration, connections: $connections, text: $settings},
       targets: ($targets | map(. + (if $base then {
         rps_ratio_to_nginx_proxy: (.rps_median / $base.rps_median),
