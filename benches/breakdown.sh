@@ -135,22 +135,29 @@ measure_cpu() { # name
       }' >"$OUT/$name.cpu.txt"
 }
 
-# 2. Syscalls per request (strace -c).
+# 2. Syscalls per request (strace -c), of the server and, separately, of the upstream's worker
+# (how the server writes to it decides how often it wakes and reads).
 measure_syscalls() { # name
-  local name=$1 port=${T_PORT[$1]} s args=() p
+  local name=$1 port=${T_PORT[$1]} s u args=() p
   for p in $(server_pids "$name"); do args+=(-p "$p"); done
   strace -c -f -q -o "$tmp/strace.txt" "${args[@]}" &
   s=$!
+  strace -c -q -o "$tmp/strace-up.txt" -p "$(server_pids upstream)" &
+  u=$!
   sleep 1 # attached to every thread
   fixed_start "$name" "$port"
   fixed_wait
-  kill -INT "$s"
-  wait "$s" || true
+  kill -INT "$s" "$u"
+  wait "$s" "$u" || true
   fixed_end "$name"
+  per_request "$tmp/strace.txt" >"$OUT/$name.syscalls.txt"
+  per_request "$tmp/strace-up.txt" >"$OUT/$name.upstream-syscalls.txt"
+  cp "$tmp/strace.txt" "$OUT/$name.strace-c.txt"
+}
+per_request() { # strace -c output -> "syscall calls-per-request", most frequent first
   awk -v n="$COUNT" '
     $1 ~ /^[0-9.]+$/ && $NF != "total" { printf "%s %.3f\n", $NF, $4 / n }
-    $NF == "total" { printf "total %.3f\n", $4 / n }' "$tmp/strace.txt" | sort -k2,2gr >"$OUT/$name.syscalls.txt"
-  cp "$tmp/strace.txt" "$OUT/$name.strace-c.txt"
+    $NF == "total" { printf "total %.3f\n", $4 / n }' "$1" | sort -k2,2gr
 }
 
 # 3. The syscall sequence of two requests on one connection.
@@ -273,21 +280,18 @@ measure_perf() { # name
 # Inclusive share (perf --children) of the frames that tell where a request's time goes.
 FRAMES=(
   "server::HttpSession::read_request|downstream: read and parse the request"
-  "HttpSession::write_request_header|upstream: write the request head (one send)"
+  "HttpSession::write_request_header|upstream: write the request head (one send; inlined in the hop)"
   "client::HttpSession::write_body|upstream: write the request body (another send)"
   "read_resp_header_parts|upstream: read and parse the response head"
   "server::HttpSession::write_body_buf|downstream: write the response (head and body, one send)"
   "release_http_session|upstream: return the connection to the pool"
   "tokengate::|tokengate's own code (outermost tokengate:: frame)"
-  "__x64_sys_getpeername|getpeername"
-  "__x64_sys_sendto|kernel: every send (TCP send, loopback delivery into the peer's socket)"
-  "__x64_sys_writev|kernel: every writev (TCP send, loopback delivery into the peer's socket)"
-  "__x64_sys_recvfrom|kernel: every recv"
-  "finish_task_switch|kernel: switching away and back (preempted by the co-pinned upstream)"
   "ngx_http_lua|nginx+Lua: the Lua module"
-  "ngx_http_upstream_send_request|nginx: write upstream (head and body, one writev)"
-  "ngx_http_upstream_process_header|nginx: read and parse the upstream response head"
-  "ngx_http_read_request_header|nginx: read the request"
+  "ngx_writev|nginx: writev (upstream request, downstream response: head and body together)"
+  "__x64_sys_getpeername|getpeername"
+  "tcp_sendmsg|kernel: every send (TCP send, loopback delivery into the peer's socket)"
+  "tcp_recvmsg|kernel: every recv"
+  "finish_task_switch|kernel: switching away and back (preempted by the co-pinned upstream)"
 )
 where_frames() { # name
   local f pat label line
@@ -345,6 +349,8 @@ syscall_of() { awk -v s="$2" '$1 == s { print $2; f = 1 } END { if (!f) print 0 
     tail -n +2 "$OUT/$t.cpu.txt"
     echo
     echo "syscalls per request: $(head -12 "$OUT/$t.syscalls.txt" | awk '{ printf "%s%s %s", sep, $1, $2; sep = ", " }')"
+    echo
+    echo "the upstream's syscalls per request behind it: $(head -8 "$OUT/$t.upstream-syscalls.txt" | awk '{ printf "%s%s %s", sep, $1, $2; sep = ", " }')"
     echo
     echo "Where the server's CPU samples fall (perf, inclusive):"
     echo
