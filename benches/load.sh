@@ -31,8 +31,10 @@
 # (utime+stime from /proc/PID/stat, all processes and threads of the target) per request over each
 # run, the upstream's CPU per request separately, peak RSS (VmHWM, summed over the target's
 # processes: nginx master + worker), and ratios to nginx_proxy. Rounds are interleaved, each in a
-# rotated order, so a noisy neighbour hurts every target alike. Loopback only; every process
-# started here is stopped by PID on exit.
+# rotated order, so a noisy neighbour hurts every target alike. A req/s spread above 25% of the
+# median flags the run as disturbed; a round whose p99 is over 10x the median p99 is named (the
+# JSON keeps every round, and each target's worst-round p99). Loopback only; every process started
+# here is stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -154,6 +156,14 @@ echo
 echo "$(date) — $NPROC CPUs, $cpu_model — $settings"
 echo "$table"
 echo "load average (1, 5, 15 min) before the rounds: $LOAD_BEFORE; after: $LOAD_AFTER"
+# A latency spike in one round is hidden by the median p99: name it.
+awk -F'\t' '{ if ($6 > max[$2]) { max[$2] = $6; at[$2] = $1 } }
+  END { for (t in max) print t, max[t], at[t] }' "$raw" | while read -r t worst round; do
+  med=$(awk -F'\t' -v t="$t" '$1 == t { print $6 }' "$summary")
+  if awk -v w="$worst" -v m="$med" 'BEGIN { exit !(w > 10 * m) }'; then
+    echo "NOTE: $t: p99 ${worst} ms in round $round (median p99 ${med} ms)"
+  fi
+done
 if [ -n "$disturbed" ]; then
   echo "WARNING: req/s spread above 25% of the median for $disturbed: the run looks disturbed; rerun on a quiet machine"
 fi
@@ -171,6 +181,8 @@ jq -n --rawfile summary "$summary" --rawfile rounds "$raw" \
       cpu_us_per_request: (.[6] | tonumber), upstream_cpu_us_per_request: (.[7] | tonumber),
       peak_rss_kb: (.[8] | tonumber)
     } | . + {rps_spread: ((.rps_max - .rps_min) / .rps_median)})) as $targets
+  | (rows($rounds)) as $r
+  | ($targets | map(.target as $t | . + {p99_ms_worst_round: ($r | map(select(.[1] == $t) | .[5] | tonumber) | max)})) as $targets
   | ($targets | map(select(.target == "nginx_proxy")) | first) as $base
   | {
       date: $date, machine: {nproc: $nproc, cpu: $cpu},
