@@ -125,7 +125,24 @@ pub fn route<'a, 'm>(
 /// normalize paths in such ways, so `/env/as//token/` or `/env/as/%74oken` reach their token
 /// endpoint: matching the normalized path keeps such spellings from slipping past a route's
 /// checks. The request itself is forwarded as sent.
+///
+/// Normalizing is repeated until nothing changes: a `%` that starts no escape followed by an
+/// escape of a hex digit spells a new escape (`/%7%34oken` → `/%74oken` → `/token`), and a server
+/// that decodes twice reads it so. Each pass that changes the path shortens it, so this ends.
 pub fn normalize(path: &str) -> Cow<'_, str> {
+    let mut current = match normalize_once(path) {
+        Cow::Borrowed(p) => return Cow::Borrowed(p),
+        Cow::Owned(p) => p,
+    };
+    loop {
+        match normalize_once(&current) {
+            Cow::Owned(next) if next != current => current = next,
+            _ => return Cow::Owned(current),
+        }
+    }
+}
+
+fn normalize_once(path: &str) -> Cow<'_, str> {
     let plain = !path.contains(['%', '.'])
         && !path.contains("//")
         && (path.len() <= 1 || !path.ends_with('/'));
@@ -227,6 +244,15 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn escapes_spelled_by_decoding_are_decoded_too() {
+        // Found by the routing fuzz target (fuzz/corpus/routing/finding-normalize-not-idempotent).
+        assert_eq!(normalize("/%3%33"), "/3");
+        assert_eq!(normalize("/e/as/%7%34oken"), "/e/as/token");
+        // `%25` is not unreserved: it stays, so a double-encoded path is left alone.
+        assert_eq!(normalize("/e/as/%25%37%34oken"), "/e/as/%2574oken");
+    }
+
+    #[test]
     fn spellings_of_the_token_path_normalize_to_it() {
         let env = "5a0b3c2d-1111-2222-3333-444455556666";
         let want = format!("/{env}/as/token");
@@ -282,6 +308,12 @@ mod tests {
         #[test]
         fn normalize_takes_any_string(p in "\\PC{0,40}") {
             let _ = normalize(&p);
+        }
+
+        #[test]
+        fn normalize_is_idempotent(p in "/[a-z%./0-9A-F]{0,30}") {
+            let once = normalize(&p).into_owned();
+            prop_assert_eq!(normalize(&once).into_owned(), once);
         }
     }
 
