@@ -8,7 +8,7 @@
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Metadata};
-use tracing_subscriber::filter::{filter_fn, FilterExt};
+use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Filter};
 use tracing_subscriber::prelude::*;
@@ -49,6 +49,11 @@ impl<S> Filter<S> for QuietHeadTimeouts {
         true
     }
 
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        // Only ever narrows: the operator's filter decides the level (see `install`).
+        Some(LevelFilter::TRACE)
+    }
+
     fn event_enabled(&self, event: &Event<'_>, _: &Context<'_, S>) -> bool {
         // Pingora logs through `log`: the bridged event's own target is `log`, so the message
         // (the gateway's own marker) is what tells.
@@ -75,8 +80,31 @@ where
         LogFormat::Text => layer.with_ansi(ansi).boxed(),
         LogFormat::Json => layer.json().flatten_event(true).boxed(),
     };
+    // The combined filter's level hint is the operator's filter's only when every part has one:
+    // without it the `log` bridge stays at trace, and every one of Pingora's debug records is
+    // built and then dropped on each request.
+    let capped = filter_fn(pingora_capped).with_max_level_hint(LevelFilter::TRACE);
     tracing_subscriber::registry()
-        .with(layer.with_filter(filter.and(filter_fn(pingora_capped)).and(QuietHeadTimeouts)))
+        .with(layer.with_filter(filter.and(capped).and(QuietHeadTimeouts)))
         .try_init()
         .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_bridge_stops_at_the_operators_level() {
+        // The only subscriber this test binary installs. Pingora logs through `log`: with the
+        // bridge at `warn`, its debug records are not even built.
+        assert!(install(
+            EnvFilter::new("warn"),
+            LogFormat::Text,
+            std::io::sink,
+            false
+        ));
+        assert_eq!(log::max_level(), log::LevelFilter::Warn);
+        assert!(!log::log_enabled!(target: "pingora_proxy", log::Level::Debug));
+    }
 }
