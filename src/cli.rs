@@ -39,6 +39,57 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Algorithm::Argon2id)]
         algorithm: Algorithm,
     },
+    /// Write a new private signing key (PKCS#8 PEM, mode 0600) for `[[signing_keys]]`; never
+    /// overwrites a file. RS256 keys: `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048`.
+    NewSigningKey {
+        #[arg(long, value_enum, default_value_t = KeyAlgorithm::Es256)]
+        algorithm: KeyAlgorithm,
+        /// The file to create.
+        file: PathBuf,
+    },
+    /// Print the public keys of the configuration's `[[signing_keys]]` as a JWKS (RFC 7517), to
+    /// register with the authorization server for `private_key_jwt` clients.
+    Jwks {
+        /// Configuration file.
+        #[arg(long, short, default_value = "conf/tokengate.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyAlgorithm {
+    Es256,
+    Eddsa,
+}
+
+fn new_signing_key(algorithm: KeyAlgorithm, file: &std::path::Path) -> ExitCode {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let kind = match algorithm {
+        KeyAlgorithm::Es256 => crate::assertion::NewKey::Es256,
+        KeyAlgorithm::Eddsa => crate::assertion::NewKey::EdDsa,
+    };
+    let written = crate::assertion::new_key_pem(kind).and_then(|pem| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(file)
+            .map_err(|e| e.to_string())?;
+        f.write_all(pem.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| e.to_string())
+    });
+    match written {
+        Ok(()) => {
+            eprintln!("{}: new signing key written (mode 0600)", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            ExitCode::from(2)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -78,27 +129,62 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let keys = match crate::assertion::SigningKeys::load(&s.signing_keys) {
+        Ok(keys) => keys,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
     let mut clients = String::new();
     if let Some(crate::config::ClientsSettings {
         source: crate::config::ClientSource::File(path),
         ..
     }) = &s.clients
     {
-        match crate::clients::file::load_file(path) {
-            Ok(set) => clients = format!(", {} client(s) in {}", set.len(), path.display()),
+        let checked = crate::clients::file::load_file(path).and_then(|set| {
+            crate::runtime::check_signing_records(&s, set.iter().map(|r| &**r), &keys)?;
+            Ok(set.len())
+        });
+        match checked {
+            Ok(n) => clients = format!(", {n} client(s) in {}", path.display()),
             Err(e) => {
                 eprintln!("{}: {e}", path.display());
                 return ExitCode::from(2);
             }
         }
     }
+    let keys = match s.signing_keys.len() {
+        0 => String::new(),
+        n => format!(", {n} signing key(s)"),
+    };
     println!(
-        "{}: ok ({} upstream(s), {} route(s){clients})",
+        "{}: ok ({} upstream(s), {} route(s){clients}{keys})",
         file.display(),
         s.upstreams.len(),
         s.routes.len()
     );
     ExitCode::SUCCESS
+}
+
+fn jwks(file: &std::path::Path) -> ExitCode {
+    let keys = Settings::load(file)
+        .map_err(|e| e.to_string())
+        .and_then(|s| crate::assertion::SigningKeys::load(&s.signing_keys));
+    match keys {
+        Ok(keys) if keys.is_empty() => {
+            eprintln!("{}: no [[signing_keys]]", file.display());
+            ExitCode::from(2)
+        }
+        Ok(keys) => {
+            println!("{:#}", keys.jwks());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Runs the command line; returns the process exit code.
@@ -107,6 +193,8 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
         Command::HashSecret { algorithm } => hash_secret(algorithm),
+        Command::Jwks { config } => jwks(&config),
+        Command::NewSigningKey { algorithm, file } => new_signing_key(algorithm, &file),
         Command::Run { config } => {
             let settings = match Settings::load(&config) {
                 Ok(s) => s,

@@ -10,6 +10,7 @@
 //! - [`clients`]: client records, their sources behind one [`clients::store::ClientStore`], secrets,
 //!   per-client policy.
 //! - [`validate`]: validation in place (lockout, record, policy, secret, grant type).
+//! - [`assertion`]: client assertions (RFC 7523) and the gateway's signing keys, JWKS.
 //! - [`lockout`]: brute-force counters behind the [`lockout::FailureLimiter`] seam.
 //! - [`upstream`]: upstream peers, timeouts and name resolution.
 //! - [`runtime`]: the running configuration, swapped whole on reload.
@@ -22,6 +23,7 @@
 //! - [`server`], [`logging`], [`cli`]: server assembly, log output, the command line.
 
 pub mod admin;
+pub mod assertion;
 pub mod background;
 pub mod cli;
 pub mod client_addr;

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub header_timeouts: IntCounter,
     /// `tokengate_connections_open`
     pub connections_open: IntGauge,
+    /// `tokengate_signing_failures_total`
+    pub signing_failures: IntCounter,
 }
 
 /// The `kind` label values of `tokengate_upstream_errors_total`.
@@ -119,6 +121,11 @@ impl Metrics {
         registry.register(Box::new(connections_refused.clone()))?;
         registry.register(Box::new(header_timeouts.clone()))?;
         registry.register(Box::new(connections_open.clone()))?;
+        let signing_failures = IntCounter::new(
+            "tokengate_signing_failures_total",
+            "Client assertions the gateway could not make (answered 500 server_error).",
+        )?;
+        registry.register(Box::new(signing_failures.clone()))?;
         for reason in ["max_connections", "max_connections_per_ip"] {
             connections_refused.with_label_values(&[reason]);
         }
@@ -140,6 +147,7 @@ impl Metrics {
             connections_refused,
             header_timeouts,
             connections_open,
+            signing_failures,
         };
         metrics.init_upstreams(&rt.settings);
         Ok(metrics)

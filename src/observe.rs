@@ -11,7 +11,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::config::ClientIdLogging;
 use crate::metrics::{self, Metrics};
-use crate::protocol::{ErrorCode, MethodSeen};
+use crate::protocol::{AuthMethod, ErrorCode, MethodSeen};
 
 /// What the gateway did with a request (the `action` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +26,12 @@ pub enum Action {
     Rejected,
     /// A discovery document rewritten.
     Rewritten,
+    /// A secret client's request sent with a `client_secret_jwt` assertion instead.
+    UpgradedClientSecretJwt,
+    /// A secret client's request sent with a `private_key_jwt` assertion instead.
+    UpgradedPrivateKeyJwt,
+    /// The gateway's JWKS served.
+    Jwks,
 }
 
 impl Action {
@@ -36,6 +42,9 @@ impl Action {
             Action::Converted => "converted",
             Action::Rejected => "rejected",
             Action::Rewritten => "rewritten",
+            Action::UpgradedClientSecretJwt => "upgraded_client_secret_jwt",
+            Action::UpgradedPrivateKeyJwt => "upgraded_private_key_jwt",
+            Action::Jwks => "jwks",
         }
     }
 }
@@ -52,6 +61,9 @@ pub struct Finished<'a> {
     pub client_id: Option<&'a [u8]>,
     /// `None` where the request was not read as a client-authenticated one.
     pub method_seen: Option<MethodSeen>,
+    /// The client authentication the upstream was sent (`None`: not forwarded, or not a
+    /// client-authenticated route).
+    pub upstream_method: Option<AuthMethod>,
     pub action: Action,
     /// The status the client got (0: none, the client went away).
     pub status: u16,
@@ -93,6 +105,7 @@ pub fn finish(m: &Metrics, f: &Finished<'_>, env_ids: &[String], how: ClientIdLo
         env_id = f.env_id.unwrap_or("-"),
         client_id = %logged_client_id(f.client_id, how),
         method_seen,
+        upstream_method = f.upstream_method.map_or("-", AuthMethod::as_str),
         action = f.action.as_str(),
         status = f.status,
         upstream_status = f.upstream_status.unwrap_or(0),
@@ -152,11 +165,31 @@ pub fn request_id(given: Option<&http::HeaderValue>) -> String {
             return v.to_string();
         }
     }
-    let mut raw = [0u8; 8];
-    if getrandom::getrandom(&mut raw).is_err() {
-        return "-".to_string();
-    }
-    raw.iter().map(|b| format!("{b:02x}")).collect()
+    new_request_id()
+}
+
+/// A new request ID: 16 hex digits, unique within the process and unpredictable across processes,
+/// without a system call (SplitMix64, a bijection, of a counter offset by a random seed).
+fn new_request_id() -> String {
+    use std::fmt::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        let mut raw = [0u8; 8];
+        // Without the OS's randomness, IDs are still unique within the process.
+        let _ = getrandom::getrandom(&mut raw);
+        u64::from_le_bytes(raw)
+    });
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut z = seed.wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let mut id = String::with_capacity(16);
+    let _ = write!(id, "{z:016x}");
+    id
 }
 
 /// The client_id as the access log shows it.
@@ -201,6 +234,12 @@ mod tests {
         let long = http::HeaderValue::from_str(&"a".repeat(65)).unwrap();
         assert_eq!(request_id(Some(&long)).len(), 16);
         assert_ne!(request_id(None), request_id(None));
+        let ids: std::collections::HashSet<String> =
+            (0..10_000).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert!(ids
+            .iter()
+            .all(|i| i.len() == 16 && i.bytes().all(|b| b.is_ascii_hexdigit())));
     }
 
     #[test]

@@ -5,10 +5,13 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::assertion::SigningKeys;
+use crate::clients::record::ClientRecord;
 use crate::clients::store::ClientStore;
 use crate::clients::verifier::{Verifier, VerifierConfig};
-use crate::config::{ClientsSettings, Settings};
+use crate::config::{ClientsSettings, RouteMode, Settings, TokenMode};
 use crate::lockout::{FailureLimiter, LocalLimiter, LockoutConfig};
+use crate::protocol::AuthMethod;
 use crate::upstream::Upstream;
 use crate::validate::Validator;
 
@@ -18,6 +21,8 @@ pub struct Runtime {
     /// In the order of `settings.upstreams`.
     pub upstreams: Arc<[Arc<Upstream>]>,
     pub validator: Option<Arc<Validator>>,
+    /// The gateway's signing keys (`private_key_jwt` upstreams, the JWKS).
+    pub signing_keys: Arc<SigningKeys>,
     /// Every upstream to keep resolved and to require for `/readyz` (the registry's included).
     pub resolved: Vec<Arc<Upstream>>,
     /// 1 for the configuration the process started with, +1 per successful reload.
@@ -50,10 +55,21 @@ impl Runtime {
             }
             None => None,
         };
+        let signing_keys = Arc::new(SigningKeys::load(&settings.signing_keys)?);
+        if let Some(v) = &validator {
+            let mut records = Vec::new();
+            v.store().for_each_file_record(|r| {
+                if r.upstream_method == Some(AuthMethod::PrivateKeyJwt) {
+                    records.push(r.clone());
+                }
+            });
+            check_signing_records(&settings, &records, &signing_keys)?;
+        }
         Ok(Runtime {
             settings: Arc::new(settings),
             upstreams,
             validator,
+            signing_keys,
             resolved,
             generation,
         })
@@ -63,6 +79,44 @@ impl Runtime {
     pub fn client_store(&self) -> Option<&ClientStore> {
         self.validator.as_deref().map(Validator::store)
     }
+}
+
+/// A client file's `private_key_jwt` records must be usable: no route that only reads records
+/// (`per_client`) may meet one (the gateway signs only for a client it verified), and the key
+/// each names (or an active one) must exist. (A registry's records are checked when they are
+/// used: a key they name that does not sign is a 500, counted in
+/// `tokengate_signing_failures_total`.)
+pub fn check_signing_records<'r>(
+    settings: &Settings,
+    records: impl IntoIterator<Item = &'r ClientRecord>,
+    keys: &SigningKeys,
+) -> Result<(), String> {
+    let unverified = settings.routes.iter().find(|r| {
+        matches!(
+            &r.mode,
+            RouteMode::Token(TokenMode {
+                per_client: true,
+                ..
+            })
+        )
+    });
+    for r in records {
+        if r.upstream_method != Some(AuthMethod::PrivateKeyJwt) {
+            continue;
+        }
+        let who = format!("client {:?} of environment {:?}", r.client_id, r.env_id);
+        if let Some(route) = unverified {
+            return Err(format!(
+                "route {:?} does not verify secrets (per_client), and {who} has upstream_method = \
+                 \"private_key_jwt\": the gateway signs only for clients it verified (use mode = \
+                 \"validate\", or a client file of its own for validating routes)",
+                route.name
+            ));
+        }
+        keys.signer(r.signing_key.as_deref())
+            .map_err(|e| format!("{who} has upstream_method = \"private_key_jwt\": {e}"))?;
+    }
+    Ok(())
 }
 
 /// The validator of `c`'s client records, keeping `previous`'s verifier and limiter where their

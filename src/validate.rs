@@ -38,13 +38,15 @@ use crate::protocol::{
 pub const MAX_CLIENT_ID_BYTES: usize = 256;
 
 /// What validation established about a request's client authentication.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     /// The reading of the Basic credentials that the record confirmed (the raw one for a
     /// client that skipped RFC 6749's form-encoding).
     pub reading: Reading,
     /// The method the upstream demands for this client, if its record names one.
     pub upstream_method: Option<AuthMethod>,
+    /// The gateway key its record names for `private_key_jwt`, if any.
+    pub signing_key: Option<Box<str>>,
 }
 
 /// What came of one guess.
@@ -172,7 +174,26 @@ impl Validator {
         Ok(Verified {
             reading,
             upstream_method: record.upstream_method,
+            signing_key: record.signing_key.clone(),
         })
+    }
+
+    /// The record of a client, without checking anything of the request (routes that only read
+    /// records, `per_client`). A client_id not worth a lookup has none; a registry that cannot
+    /// answer is a 503.
+    pub async fn record(
+        &self,
+        env_id: &str,
+        client_id: &[u8],
+    ) -> Result<Option<Arc<ClientRecord>>, OAuthError> {
+        if !plausible_client_id(client_id) {
+            return Ok(None);
+        }
+        match self.store.lookup(&ClientKey::new(env_id, client_id)).await {
+            Lookup::Found(r) => Ok(Some(r)),
+            Lookup::Unknown => Ok(None),
+            Lookup::Unavailable => Err(OAuthError::registry_unavailable()),
+        }
     }
 
     /// Verifies the presented readings against the client's secret: `Some(reading)` for the one

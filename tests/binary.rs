@@ -193,6 +193,125 @@ fn check_config_validates_the_client_file_it_names() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// The signing-key commands and checks, on the shipped upgrade demo: a new key (0600, never
+/// overwritten), its JWKS, check-config reading the key and the records that name it, and the
+/// configuration errors the operator can make.
+#[test]
+fn signing_keys_from_the_command_line_to_check_config() {
+    let dir = TempDir::new("keys");
+    for f in ["upstream-auth-demo.toml", "upstream-auth-clients.toml"] {
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("conf")
+                .join(f),
+            dir.join(f),
+        )
+        .unwrap();
+    }
+    let conf = dir.join("upstream-auth-demo.toml");
+    let conf = conf.to_str().unwrap();
+    let key = dir.join("demo-signing-key.pem");
+
+    // Without the key file: refused, naming it.
+    let out = tokengate(&["check-config", conf]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("demo-signing-key.pem") && err.contains("\"demo-1\""),
+        "{err}"
+    );
+
+    let out = tokengate(&["new-signing-key", key.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let pem = std::fs::read_to_string(&key).unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+    // Never overwritten.
+    let out = tokengate(&[
+        "new-signing-key",
+        "--algorithm",
+        "eddsa",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), pem);
+
+    let out = tokengate(&["check-config", conf]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 client(s)"));
+    let out = tokengate(&["jwks", "--config", conf]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jwks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let k = &jwks["keys"][0];
+    assert_eq!(
+        (k["kid"].as_str(), k["kty"].as_str(), k["alg"].as_str()),
+        (Some("demo-1"), Some("EC"), Some("ES256"))
+    );
+    assert!(k.get("d").is_none(), "{jwks}");
+
+    // A key others can read is refused, without a byte of it in the message.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    for args in [vec!["check-config", conf], vec!["jwks", "--config", conf]] {
+        let out = tokengate(&args);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("readable by others"), "{err}");
+        assert!(
+            !pem.lines().skip(1).take(1).any(|l| err.contains(l)),
+            "{err}"
+        );
+    }
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // A record naming a key the gateway does not have; a per_client route beside a
+    // private_key_jwt record (the gateway signs only for clients it verified).
+    let demo = std::fs::read_to_string(conf).unwrap();
+    let clients = dir.join("upstream-auth-clients.toml");
+    let records = std::fs::read_to_string(&clients).unwrap();
+    std::fs::write(
+        &clients,
+        records.replace("signing_key = \"demo-1\"", "signing_key = \"gone\""),
+    )
+    .unwrap();
+    let out = tokengate(&["check-config", conf]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("legacy-batch") && err.contains("\"gone\""),
+        "{err}"
+    );
+    std::fs::write(&clients, &records).unwrap();
+    std::fs::write(
+        conf,
+        format!("{demo}\n[[routes]]\nname = \"intro\"\npath = \"/{{env_id}}/as/introspect\"\nmode = \"per_client\"\n"),
+    )
+    .unwrap();
+    // (The gateway builds its runtime with the same check: tests/upstream_auth_e2e.rs.)
+    let out = tokengate(&["check-config", conf]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("per_client") && err.contains("legacy-batch"),
+        "{err}"
+    );
+}
+
 #[test]
 fn sighup_reloads_the_client_file() {
     use tokengate::clients::secret::hash_sha256;

@@ -32,6 +32,9 @@ const REDIRECT: &str = "http://localhost:3000/callback";
 const BASIC_SECRET: &str = "b: +%&=/ %41x";
 const POST_SECRET: &str = "p: +%&=/ %41y";
 const COLON_SECRET: &str = "c: +%&=/ %41z";
+/// HS256 keys: long enough for any server's minimum.
+const HS_SECRET: &str = "h: +%&=/ %41 a client_secret_jwt secret of 40+ bytes";
+const PK_SECRET: &str = "k: +%&=/ %41 known to the gateway only";
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn interop_dir() -> PathBuf {
@@ -170,6 +173,11 @@ enum Kind {
     BasicOnly,
     PostOnly,
     Public,
+    /// Registered at the server with `client_secret_jwt` (the server holds the secret).
+    SecretJwt,
+    /// Registered at the server with `private_key_jwt` and the gateway's public keys; the secret
+    /// the client sends is known to the gateway only.
+    KeyJwt,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -199,7 +207,24 @@ const PUBLIC_CLIENT: Client = Client {
     secret: None,
     kind: Kind::Public,
 };
-const CLIENTS: [Client; 4] = [BASIC_CLIENT, COLON_CLIENT, POST_CLIENT, PUBLIC_CLIENT];
+const HS_CLIENT: Client = Client {
+    id: "tg-hs",
+    secret: Some(HS_SECRET),
+    kind: Kind::SecretJwt,
+};
+const PK_CLIENT: Client = Client {
+    id: "tg-pk",
+    secret: Some(PK_SECRET),
+    kind: Kind::KeyJwt,
+};
+const CLIENTS: [Client; 6] = [
+    BASIC_CLIENT,
+    COLON_CLIENT,
+    POST_CLIENT,
+    PUBLIC_CLIENT,
+    HS_CLIENT,
+    PK_CLIENT,
+];
 
 const GRANTS: [&str; 4] = [
     "authorization_code",
@@ -214,6 +239,8 @@ impl Client {
             Kind::BasicOnly => "client_secret_basic",
             Kind::PostOnly => "client_secret_post",
             Kind::Public => "none",
+            Kind::SecretJwt => "client_secret_jwt",
+            Kind::KeyJwt => "private_key_jwt",
         }
     }
 
@@ -223,6 +250,8 @@ impl Client {
             Kind::BasicOnly => "Basic-only".into(),
             Kind::PostOnly => "post-only".into(),
             Kind::Public => "public".into(),
+            Kind::SecretJwt => "`client_secret_jwt` at the server".into(),
+            Kind::KeyJwt => "`private_key_jwt` at the server".into(),
         }
     }
 
@@ -250,8 +279,9 @@ impl Client {
     }
 }
 
-/// oidc-provider's client metadata.
-fn as_clients_json() -> String {
+/// oidc-provider's client metadata; `jwks` is the gateway's public JWKS (`tokengate jwks`), for
+/// the `private_key_jwt` client.
+fn as_clients_json(jwks: &serde_json::Value) -> String {
     let list: Vec<serde_json::Value> = CLIENTS
         .iter()
         .map(|c| {
@@ -267,8 +297,13 @@ fn as_clients_json() -> String {
                 "response_types": ["code"],
                 "redirect_uris": [REDIRECT],
             });
-            if let Some(s) = c.secret {
-                v["client_secret"] = s.into();
+            match c.kind {
+                Kind::KeyJwt => v["jwks"] = jwks.clone(),
+                _ => {
+                    if let Some(s) = c.secret {
+                        v["client_secret"] = s.into();
+                    }
+                }
             }
             v
         })
@@ -277,7 +312,7 @@ fn as_clients_json() -> String {
 }
 
 /// The gateway's client file for validating routes: the same clients, secrets hashed, the
-/// gateway accepting both methods and converting to what the server demands.
+/// gateway accepting both methods and converting (or upgrading) to what the server demands.
 fn gateway_clients_toml() -> String {
     CLIENTS
         .iter()
@@ -297,6 +332,43 @@ fn gateway_clients_toml() -> String {
             )
         })
         .collect()
+}
+
+/// The gateway's records for `per_client` routes: each confidential client's upstream method,
+/// without a single secret (a `private_key_jwt` client needs a validating route).
+fn gateway_records_toml() -> String {
+    CLIENTS
+        .iter()
+        .filter(|c| c.secret.is_some() && c.kind != Kind::KeyJwt)
+        .map(|c| {
+            format!(
+                "[[clients]]\nenv_id = \"{ENV_ID}\"\nclient_id = \"{}\"\n\
+                 auth_methods = [\"client_secret_basic\", \"client_secret_post\"]\n\
+                 upstream_method = \"{}\"\n",
+                c.id,
+                c.registered_method()
+            )
+        })
+        .collect()
+}
+
+/// A new signing key of the gateway (ES256, mode 0600) in `dir`, and its public JWKS (what
+/// `tokengate jwks` prints).
+fn signing_key(dir: &Path, tag: &str) -> (PathBuf, serde_json::Value) {
+    use std::os::unix::fs::PermissionsExt;
+    let file = dir.join(format!("signing-key-{tag}.pem"));
+    let pem = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .unwrap()
+        .serialize_pem();
+    std::fs::write(&file, pem).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let keys = tokengate::assertion::SigningKeys::load(&[tokengate::config::SigningKeySettings {
+        kid: "interop".into(),
+        file: file.clone(),
+        status: tokengate::config::KeyStatus::Active,
+    }])
+    .unwrap();
+    (file, keys.jwks())
 }
 
 // ---- processes -----------------------------------------------------------------------------
@@ -646,22 +718,47 @@ fn render(rows: &[Row]) -> String {
     out
 }
 
+/// The files a gateway of the suite reads.
+struct GatewayFiles {
+    /// Validating routes' client file (secrets hashed).
+    clients: PathBuf,
+    /// `per_client` routes' records (no secrets).
+    records: PathBuf,
+    /// The signing key for `private_key_jwt`.
+    key: PathBuf,
+}
+
+impl GatewayFiles {
+    /// Writes the files into `dir` (`tag` tells apart the sets of parallel tests); returns them
+    /// and the gateway's public JWKS.
+    fn write(dir: &Path, tag: &str) -> (GatewayFiles, serde_json::Value) {
+        let (key, jwks) = signing_key(dir, tag);
+        let files = GatewayFiles {
+            clients: dir.join(format!("gateway-clients-{tag}.toml")),
+            records: dir.join(format!("gateway-records-{tag}.toml")),
+            key,
+        };
+        std::fs::write(&files.clients, gateway_clients_toml()).unwrap();
+        std::fs::write(&files.records, gateway_records_toml()).unwrap();
+        (files, jwks)
+    }
+}
+
 /// A gateway in front of `server`, every endpoint in `mode`, discovery rewritten to point at it.
-fn gateway_for(server: &AuthServer, mode: &str, raw: bool, clients_file: &Path) -> Gateway {
-    Gateway::start_on(
-        |port| gateway_toml(server, mode, raw, clients_file, port),
-        "",
-    )
+fn gateway_for(server: &AuthServer, mode: &str, raw: bool, files: &GatewayFiles) -> Gateway {
+    Gateway::start_on(|port| gateway_toml(server, mode, raw, files, port), "")
 }
 
 fn gateway_toml(
     server: &AuthServer,
     mode: &str,
     raw: bool,
-    clients_file: &Path,
+    files: &GatewayFiles,
     port: u16,
 ) -> String {
     let validate = mode == "validate";
+    // The assertions' audience: oidc-provider takes its issuer.
+    let audience = format!("http://{}/{{env_id}}/as", server.addr());
     let mut routes = String::new();
     for (suffix, endpoint) in [
         ("token", "token"),
@@ -672,7 +769,7 @@ fn gateway_toml(
     ] {
         routes.push_str(&format!(
             "[[routes]]\nname = \"{endpoint}\"\npath = \"/{{env_id}}/as/{suffix}\"\nmode = \"{mode}\"\n\
-             endpoint = \"{endpoint}\"\n"
+             endpoint = \"{endpoint}\"\nassertion_audience = \"{audience}\"\n"
         ));
     }
     routes.push_str(&format!(
@@ -681,8 +778,16 @@ fn gateway_toml(
     ));
     if validate {
         routes.push_str(&format!(
-            "[clients]\nfile = \"{}\"\n[lockout]\nmax_failures_per_client = 0\nmax_failures_per_ip = 0\n",
-            clients_file.display()
+            "[clients]\nfile = \"{}\"\n[lockout]\nmax_failures_per_client = 0\nmax_failures_per_ip = 0\n\
+             [[signing_keys]]\nkid = \"interop\"\nfile = \"{}\"\n",
+            files.clients.display(),
+            files.key.display()
+        ));
+    }
+    if mode == "per_client" {
+        routes.push_str(&format!(
+            "[clients]\nfile = \"{}\"\n",
+            files.records.display()
         ));
     }
     let mut toml = format!(
@@ -704,6 +809,8 @@ fn auth_style(kind: Kind, mode: &str) -> &'static str {
         (Kind::PostOnly, "to_post") => "basic",
         (Kind::BasicOnly, _) => "post",
         (Kind::PostOnly, _) => "basic",
+        // Whatever the client sends, only the gateway's upgrade makes it work.
+        (Kind::SecretJwt | Kind::KeyJwt, _) => "post",
     }
 }
 
@@ -792,6 +899,47 @@ fn setups(kind: Upstream) -> Vec<Setup> {
                 vec![(BASIC_CLIENT, Stack::Requests, "basic_raw")],
                 true,
             ),
+            // Secret clients upgraded to RFC 7523 assertions: the server takes only those.
+            setup(
+                "validate",
+                false,
+                " (upgrades to the registered JWT method)",
+                every_stack(&[HS_CLIENT, PK_CLIENT], |_| "post"),
+                false,
+            ),
+            setup(
+                "validate",
+                false,
+                " (upgrades to the registered JWT method)",
+                every_stack(&[HS_CLIENT, PK_CLIENT], |_| "basic"),
+                false,
+            ),
+            // The control: the same clients, the same requests, straight to the server.
+            setup(
+                "direct",
+                false,
+                " (control)",
+                vec![
+                    (HS_CLIENT, Stack::Requests, "post"),
+                    (HS_CLIENT, Stack::Requests, "basic"),
+                    (PK_CLIENT, Stack::Requests, "post"),
+                    (PK_CLIENT, Stack::Requests, "basic"),
+                ],
+                true,
+            ),
+            // A mixed environment through records without a single secret: each client gets
+            // the method its server registered.
+            setup(
+                "per_client",
+                false,
+                " (records without secrets)",
+                every_stack(&[BASIC_CLIENT, POST_CLIENT, HS_CLIENT], |c| match c.kind {
+                    Kind::BasicOnly => "post",
+                    Kind::PostOnly => "basic",
+                    _ => "basic",
+                }),
+                false,
+            ),
         ],
         Upstream::Lenient => vec![
             // A server that takes both: clients keep their library's default.
@@ -831,24 +979,26 @@ fn setups(kind: Upstream) -> Vec<Setup> {
 }
 
 fn run_upstream(kind: Upstream, dir: &Path) -> Vec<Row> {
+    let (files, jwks) = GatewayFiles::write(dir, &format!("{kind:?}"));
     let as_clients = dir.join(format!("as-clients-{kind:?}.json"));
-    std::fs::write(&as_clients, as_clients_json()).unwrap();
-    let gw_clients = dir.join(format!("gateway-clients-{kind:?}.toml"));
-    std::fs::write(&gw_clients, gateway_clients_toml()).unwrap();
+    std::fs::write(&as_clients, as_clients_json(&jwks)).unwrap();
     let server = AuthServer::start(kind, &as_clients);
 
     let mut rows = Vec::new();
     for setup in setups(kind) {
-        let gw = gateway_for(&server, setup.mode, setup.raw, &gw_clients);
-        let metadata_url = format!(
-            "http://{}/{ENV_ID}/as/.well-known/openid-configuration",
-            gw.addr
-        );
+        // `direct`: the clients talk to the server itself (a control row).
+        let gw =
+            (setup.mode != "direct").then(|| gateway_for(&server, setup.mode, setup.raw, &files));
+        let base = gw.as_ref().map_or(server.addr(), |gw| gw.addr.to_string());
+        let metadata_url = format!("http://{base}/{ENV_ID}/as/.well-known/openid-configuration");
         for (client, stack, auth) in setup.cases {
             let results = run_client(stack, &metadata_url, client, auth, &client.steps());
             rows.push(Row {
                 upstream: kind,
-                gateway: format!("`{}`{}", setup.mode, setup.note),
+                gateway: match setup.mode {
+                    "direct" => format!("none{}", setup.note),
+                    mode => format!("`{mode}`{}", setup.note),
+                },
                 client_stack: stack.label(auth),
                 client: client.label(),
                 results,
@@ -950,12 +1100,12 @@ type Case<'a> = (&'a Gateway, Vec<(&'a str, &'a str)>, String, (u16, &'a str));
 fn local_answers_agree_with_the_servers_own() {
     ensure_installed();
     let dir = TempDir::new("interop-local");
-    let (as_clients, gw_clients) = (dir.join("as.json"), dir.join("gw.toml"));
-    std::fs::write(&as_clients, as_clients_json()).unwrap();
-    std::fs::write(&gw_clients, gateway_clients_toml()).unwrap();
+    let (files, jwks) = GatewayFiles::write(&dir, "local");
+    let as_clients = dir.join("as.json");
+    std::fs::write(&as_clients, as_clients_json(&jwks)).unwrap();
     let server = AuthServer::start(Upstream::Strict, &as_clients);
-    let converting = gateway_for(&server, "to_basic", false, &gw_clients);
-    let validating = gateway_for(&server, "validate", false, &gw_clients);
+    let converting = gateway_for(&server, "to_basic", false, &files);
+    let validating = gateway_for(&server, "validate", false, &files);
 
     let enc = |s: &str| tokengate::protocol::form::encode(s.as_bytes());
     let creds = format!(

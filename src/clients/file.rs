@@ -64,6 +64,13 @@ impl FileStore {
         self.current.load().typical_profile
     }
 
+    /// Calls `f` with every record in force.
+    pub fn for_each(&self, f: &mut dyn FnMut(&ClientRecord)) {
+        for r in self.current.load().iter() {
+            f(r);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.current.load().len()
     }

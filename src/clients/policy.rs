@@ -45,6 +45,7 @@ mod tests {
             upstream_method: None,
             grant_types: grants.map(|g| g.iter().map(|s| Box::from(*s)).collect()),
             enabled,
+            signing_key: None,
         }
     }
 

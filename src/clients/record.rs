@@ -33,6 +33,9 @@ pub struct ClientRecord {
     /// Allowed grant types; `None` allows any.
     pub grant_types: Option<Arc<[Box<str>]>>,
     pub enabled: bool,
+    /// For `upstream_method = "private_key_jwt"`: the gateway key that signs (`None`: the active
+    /// one).
+    pub signing_key: Option<Box<str>>,
 }
 
 /// Strings that many records share (environment IDs, grant-type lists), held once.
@@ -109,6 +112,8 @@ pub struct RawRecord {
     pub grant_types: Option<Vec<String>>,
     #[serde(default = "yes")]
     pub enabled: bool,
+    #[serde(default)]
+    pub signing_key: Option<String>,
 }
 
 fn yes() -> bool {
@@ -150,27 +155,47 @@ impl RawRecord {
         }
         let upstream_method = match &self.upstream_method {
             None => None,
-            Some(m) => Some(record_method(m).ok_or_else(|| {
-                format!(
-                    "upstream_method: unknown method {m:?} (use {})",
-                    AuthMethod::names(&AuthMethod::CHECKED)
-                )
-            })?),
+            Some(m) => Some(
+                AuthMethod::parse(m)
+                    .filter(|m| AuthMethod::UPSTREAM.contains(m))
+                    .ok_or_else(|| {
+                        format!(
+                            "upstream_method: unknown method {m:?} (use {})",
+                            AuthMethod::names(&AuthMethod::UPSTREAM)
+                        )
+                    })?,
+            ),
         };
         let needs_secret = auth_methods.iter().any(|m| m != AuthMethod::None);
+        // A record without a secret serves routes that only read records (`per_client`); a
+        // validating route fails such a client closed.
         let secret = match (&self.secret, needs_secret) {
             (Some(spec), true) => {
                 Some(parse_secret(spec, allow_plaintext, env).map_err(|e| format!("secret: {e}"))?)
             }
-            (None, true) => {
-                return Err("secret: required for client_secret_basic/client_secret_post".into())
-            }
+            (None, true) => None,
             (Some(_), false) => {
                 return Err(
                     "secret: a public client (auth_methods = [\"none\"]) has no secret".into(),
                 )
             }
             (None, false) => None,
+        };
+        if upstream_method == Some(AuthMethod::PrivateKeyJwt) && secret.is_none() {
+            return Err(
+                "upstream_method: private_key_jwt needs the client's secret: the gateway \
+                        signs for a client only once it verified it"
+                    .into(),
+            );
+        }
+        let signing_key = match self.signing_key {
+            Some(_) if upstream_method != Some(AuthMethod::PrivateKeyJwt) => {
+                return Err(
+                    "signing_key: only applies with upstream_method = \"private_key_jwt\"".into(),
+                )
+            }
+            Some(k) if k.is_empty() => return Err("signing_key: must not be empty".into()),
+            k => k.map(String::into_boxed_str),
         };
         if let Some(g) = &self.grant_types {
             if g.is_empty() || g.iter().any(|t| t.is_empty()) {
@@ -187,6 +212,7 @@ impl RawRecord {
             upstream_method,
             grant_types: self.grant_types.map(|g| interner.grants(g)),
             enabled: self.enabled,
+            signing_key,
         })
     }
 }

@@ -386,12 +386,52 @@ mod tests {
     }
 
     #[test]
+    fn records_for_conversion_only_need_no_secret_and_may_name_jwt_methods() {
+        let toml_text = format!(
+            "[[clients]]\nenv_id = \"e\"\nclient_id = \"post-only\"\n\
+             auth_methods = [\"client_secret_post\"]\nupstream_method = \"CLIENT_SECRET_POST\"\n\
+             [[clients]]\nenv_id = \"e\"\nclient_id = \"hs\"\nauth_methods = [\"client_secret_basic\"]\n\
+             upstream_method = \"CLIENT_SECRET_JWT\"\n\
+             [[clients]]\nenv_id = \"e\"\nclient_id = \"pk\"\nsecret = \"{SHA}\"\n\
+             auth_methods = [\"client_secret_post\"]\nupstream_method = \"private_key_jwt\"\n\
+             signing_key = \"2026-11\"\n"
+        );
+        let set = file(&toml_text).unwrap();
+        let get = |id: &str| set.get(&ClientKey::new("e", id.as_bytes())).unwrap();
+        let post = get("post-only");
+        assert!(post.secret.is_none());
+        assert_eq!(post.upstream_method, Some(AuthMethod::ClientSecretPost));
+        assert_eq!(get("hs").upstream_method, Some(AuthMethod::ClientSecretJwt));
+        let pk = get("pk");
+        assert_eq!(pk.upstream_method, Some(AuthMethod::PrivateKeyJwt));
+        assert_eq!(pk.signing_key.as_deref(), Some("2026-11"));
+        // Methods the gateway cannot speak to a server are refused.
+        let e = file(
+            "[[clients]]\nenv_id = \"e\"\nclient_id = \"m\"\nauth_methods = [\"client_secret_post\"]\n\
+             upstream_method = \"tls_client_auth\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("upstream_method") && e.contains("private_key_jwt"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn bad_entries_are_refused_naming_the_entry_and_key() {
         let cases = [
             ("client_id = \"a\"\nauth_methods = [\"none\"]", "clients[0].env_id"),
             ("env_id = \"e\"\nclient_id = \"a\"\nauth_methods = [\"jwt\"]", "clients[0].auth_methods"),
             ("env_id = \"e\"\nclient_id = \"a\"\nauth_methods = []", "clients[0].auth_methods"),
-            ("env_id = \"e\"\nclient_id = \"a\"\nauth_methods = [\"client_secret_post\"]", "clients[0].secret"),
+            (
+                "env_id = \"e\"\nclient_id = \"a\"\nauth_methods = [\"client_secret_post\"]\n\
+                 upstream_method = \"private_key_jwt\"",
+                "clients[0].upstream_method",
+            ),
+            (
+                "env_id = \"e\"\nclient_id = \"a\"\nauth_methods = [\"none\"]\nsigning_key = \"k\"",
+                "clients[0].signing_key",
+            ),
             ("env_id = \"e\"\nclient_id = \"\"\nauth_methods = [\"none\"]", "clients[0].client_id"),
             (
                 "env_id = \"e\"\nclient_id = \"a\"\nauth_methods = [\"none\"]\ngrant_types = []",

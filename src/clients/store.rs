@@ -152,6 +152,13 @@ impl ClientStore {
         }
     }
 
+    /// Calls `f` with every record of a client file (nothing for a registry).
+    pub fn for_each_file_record(&self, mut f: impl FnMut(&ClientRecord)) {
+        if let Source::File(file) = &self.source {
+            file.for_each(&mut f);
+        }
+    }
+
     /// The registry's upstream, to keep resolved (`None` for a file).
     pub fn upstream(&self) -> Option<&Arc<Upstream>> {
         match &self.source {

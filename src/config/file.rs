@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use super::settings::{ClientIdLogging, LogFormat};
+use super::settings::{ClientIdLogging, KeyStatus, LogFormat};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +28,16 @@ pub(super) struct FileConfig {
     pub(super) log: FileLog,
     #[serde(default)]
     pub(super) metrics: FileMetrics,
+    #[serde(default)]
+    pub(super) signing_keys: Vec<FileSigningKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileSigningKey {
+    pub(super) kid: String,
+    pub(super) file: String,
+    pub(super) status: Option<KeyStatus>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +175,20 @@ pub(super) struct FileRoute {
     pub(super) public_base_url: Option<String>,
     /// Discovery mode: the client authentication methods to advertise.
     pub(super) auth_methods: Option<Vec<String>>,
+    /// `per_client` mode: what a client without a record gets.
+    pub(super) fallback: Option<FileFallback>,
+    /// Token modes: the `aud` of client assertions (`{env_id}` is replaced).
+    pub(super) assertion_audience: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub(super) assertion_lifetime: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum FileFallback {
+    AsSent,
+    ToBasic,
+    ToPost,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -174,7 +198,9 @@ pub(super) enum FileMode {
     ToBasic,
     ToPost,
     Validate,
+    PerClient,
     Discovery,
+    Jwks,
 }
 
 /// Durations are written as `"5s"`, `"250ms"`, `"1m 30s"` (humantime).

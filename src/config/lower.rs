@@ -106,6 +106,7 @@ pub(super) fn lower(file: FileConfig, base: &Base<'_>) -> Result<Settings, Confi
         log_format: file.log.format.unwrap_or_default(),
         log_client_id: file.log.client_id.unwrap_or_default(),
         metrics_env_ids: file.metrics.env_ids,
+        signing_keys: lower_signing_keys(file.signing_keys, base)?,
     })
 }
 
@@ -267,6 +268,38 @@ fn all_positive(section: &str, fields: &[(&str, Duration)]) -> Result<(), Config
         )),
         None => Ok(()),
     }
+}
+
+/// The gateway's signing keys: unique, plain key ids. The files are read (and their permissions
+/// checked) when the runtime is built.
+fn lower_signing_keys(
+    keys: Vec<FileSigningKey>,
+    base: &Base<'_>,
+) -> Result<Vec<SigningKeySettings>, ConfigError> {
+    let mut out: Vec<SigningKeySettings> = Vec::with_capacity(keys.len());
+    for (i, k) in keys.into_iter().enumerate() {
+        let key = format!("signing_keys[{i}]");
+        if k.kid.is_empty()
+            || !k
+                .kid
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        {
+            return Err(invalid(
+                format!("{key}.kid"),
+                "must be letters, digits, '-', '_', '.' or ':'",
+            ));
+        }
+        if out.iter().any(|o| o.kid == k.kid) {
+            return Err(invalid(format!("{key}.kid"), "is used twice"));
+        }
+        out.push(SigningKeySettings {
+            kid: k.kid,
+            file: base.path(&k.file),
+            status: k.status.unwrap_or_default(),
+        });
+    }
+    Ok(out)
 }
 
 /// A list of `IP:port` addresses.

@@ -138,6 +138,8 @@ mod tests {
             "conf/tokengate.toml",
             "conf/demo.toml",
             "conf/validate-demo.toml",
+            "conf/upstream-auth-demo.toml",
+            "conf/per-client-demo.toml",
         ] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
             Settings::load(&path).unwrap_or_else(|e| panic!("{f}: {e}"));
@@ -330,6 +332,98 @@ mod tests {
     }
 
     #[test]
+    fn per_client_and_jwks_routes_and_signing_keys() {
+        let clients = "[clients]\nfile = \"/dev/null\"\n";
+        let s = Settings::parse(&format!(
+            "{MINIMAL}\n{clients}\n\
+             [[routes]]\npath = \"/{{env_id}}/as/token\"\nmode = \"per_client\"\nfallback = \"to_basic\"\n\
+             assertion_audience = \"https://auth.pingone.com/{{env_id}}/as\"\nassertion_lifetime = \"30s\"\n\
+             [[routes]]\npath = \"/{{env_id}}/as/revoke\"\nmode = \"per_client\"\nendpoint = \"revocation\"\n\
+             [[routes]]\npath = \"/.well-known/tokengate-jwks.json\"\nmode = \"jwks\"\n\
+             [[signing_keys]]\nkid = \"2026-11\"\nfile = \"/keys/a.pem\"\n\
+             [[signing_keys]]\nkid = \"2027-01\"\nfile = \"b.pem\"\nstatus = \"next\"\n"
+        ))
+        .unwrap();
+        let RouteMode::Token(t) = &s.routes[0].mode else {
+            panic!("{:?}", s.routes[0].mode)
+        };
+        assert!(t.per_client && !t.validate);
+        assert_eq!(t.conversion, Some(Conversion::ToBasic));
+        assert_eq!(
+            t.assertion_audience.as_deref(),
+            Some("https://auth.pingone.com/{env_id}/as")
+        );
+        assert_eq!(t.assertion_lifetime, Duration::from_secs(30));
+        let RouteMode::Token(t) = &s.routes[1].mode else {
+            panic!()
+        };
+        // No fallback: a client without a record is forwarded as sent.
+        assert_eq!((t.conversion, t.endpoint), (None, Endpoint::Revocation));
+        assert_eq!(t.assertion_lifetime, Duration::from_secs(60));
+        assert!(matches!(s.routes[2].mode, RouteMode::Jwks));
+        assert_eq!(
+            s.signing_keys,
+            [
+                SigningKeySettings {
+                    kid: "2026-11".into(),
+                    file: "/keys/a.pem".into(),
+                    status: KeyStatus::Active
+                },
+                SigningKeySettings {
+                    kid: "2027-01".into(),
+                    file: "b.pem".into(),
+                    status: KeyStatus::Next
+                }
+            ]
+        );
+        let route = "[[routes]]\npath = \"/t\"\n";
+        let cases = [
+            (format!("{route}mode = \"per_client\""), "routes[0].mode"),
+            (
+                format!("{clients}{route}mode = \"per_client\"\nvalidate = true"),
+                "routes[0].validate",
+            ),
+            (
+                format!("{clients}{route}mode = \"to_basic\"\nfallback = \"to_post\""),
+                "routes[0].fallback",
+            ),
+            (
+                format!("{clients}{route}mode = \"per_client\"\nfallback = \"to_jwt\""),
+                "fallback: unknown variant `to_jwt`",
+            ),
+            (
+                format!("{route}mode = \"to_basic\"\nassertion_lifetime = \"2h\""),
+                "routes[0].assertion_lifetime",
+            ),
+            (
+                format!("{route}mode = \"to_basic\"\nassertion_audience = \"a b\""),
+                "routes[0].assertion_audience",
+            ),
+            (
+                format!("{route}mode = \"jwks\"\nassertion_audience = \"x\""),
+                "routes[0].assertion_audience",
+            ),
+            (
+                "[[signing_keys]]\nkid = \"a/b\"\nfile = \"k\"".to_string(),
+                "signing_keys[0].kid",
+            ),
+            (
+                "[[signing_keys]]\nkid = \"a\"\nfile = \"k\"\n[[signing_keys]]\nkid = \"a\"\nfile = \"l\""
+                    .to_string(),
+                "signing_keys[1].kid",
+            ),
+        ];
+        for (extra, key) in cases {
+            let e = err(&format!("{MINIMAL}\n{extra}\n"));
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+        let e = err(&format!(
+            "{MINIMAL}\n[[signing_keys]]\nkid = \"a\"\nfile = \"k\"\nstatus = \"on\"\n"
+        ));
+        assert!(e.contains("status"), "{e}");
+    }
+
+    #[test]
     fn discovery_routes_lower_their_rewrite() {
         let s = Settings::parse(&format!(
             "{MINIMAL}\n[[routes]]\npath = \"/{{e}}/as/.well-known/openid-configuration\"\nmode = \"discovery\"\n\
@@ -366,6 +460,7 @@ mod tests {
                 conversion: Some(Conversion::ToBasic),
                 validate: true,
                 endpoint: Endpoint::Token,
+                ..TokenMode::default()
             })
         );
         let c = s.clients.unwrap();

@@ -1,8 +1,9 @@
 //! Lowering of `[[routes]]`: each route's path, upstream and mode, checked key by key.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::file::{FileMode, FileRoute};
+use super::file::{FileFallback, FileMode, FileRoute};
 use super::settings::{RouteMode, RouteSettings, TokenMode, UpstreamSettings};
 use super::{invalid, ConfigError};
 use crate::protocol::{AuthMethod, Conversion, DiscoveryRewrite, Endpoint};
@@ -60,7 +61,7 @@ pub(super) fn lower_route(
     };
     let token_route = matches!(
         r.mode,
-        FileMode::ToBasic | FileMode::ToPost | FileMode::Validate
+        FileMode::ToBasic | FileMode::ToPost | FileMode::Validate | FileMode::PerClient
     );
     if r.validate && !token_route {
         return Err(invalid(
@@ -68,10 +69,29 @@ pub(super) fn lower_route(
             "only applies with mode \"to_basic\" or \"to_post\" (mode = \"validate\" validates anyway)",
         ));
     }
-    if r.endpoint.is_some() && !token_route {
+    if r.validate && r.mode == FileMode::PerClient {
         return Err(invalid(
-            format!("{key}.endpoint"),
-            "only applies with mode \"to_basic\", \"to_post\" or \"validate\"",
+            format!("{key}.validate"),
+            "does not apply to mode \"per_client\" (records decide without checking secrets; \
+             mode = \"validate\" checks them)",
+        ));
+    }
+    for (set, name) in [
+        (r.endpoint.is_some(), "endpoint"),
+        (r.assertion_audience.is_some(), "assertion_audience"),
+        (r.assertion_lifetime.is_some(), "assertion_lifetime"),
+    ] {
+        if set && !token_route {
+            return Err(invalid(
+                format!("{key}.{name}"),
+                "only applies with mode \"to_basic\", \"to_post\", \"validate\" or \"per_client\"",
+            ));
+        }
+    }
+    if r.fallback.is_some() && r.mode != FileMode::PerClient {
+        return Err(invalid(
+            format!("{key}.fallback"),
+            "only applies with mode = \"per_client\"",
         ));
     }
     for (set, name) in [
@@ -95,18 +115,48 @@ pub(super) fn lower_route(
             )
         })?,
     };
-    let token = |conversion, validate| {
+    let assertion_audience = match &r.assertion_audience {
+        Some(a) if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            return Err(invalid(
+                format!("{key}.assertion_audience"),
+                "must be a URL (or an identifier) without spaces; {env_id} is replaced",
+            ))
+        }
+        a => a.as_deref().map(Arc::from),
+    };
+    let defaults = TokenMode::default();
+    let assertion_lifetime = r.assertion_lifetime.unwrap_or(defaults.assertion_lifetime);
+    if assertion_lifetime < Duration::from_secs(1) || assertion_lifetime > Duration::from_secs(3600)
+    {
+        return Err(invalid(
+            format!("{key}.assertion_lifetime"),
+            "must be between 1s and 1h",
+        ));
+    }
+    let token = |conversion, validate, per_client| {
         RouteMode::Token(TokenMode {
             conversion,
             validate,
+            per_client,
             endpoint,
+            assertion_audience: assertion_audience.clone(),
+            assertion_lifetime,
         })
     };
     let mode = match r.mode {
         FileMode::Passthrough => RouteMode::Passthrough,
-        FileMode::ToBasic => token(Some(Conversion::ToBasic), r.validate),
-        FileMode::ToPost => token(Some(Conversion::ToPost), r.validate),
-        FileMode::Validate => token(None, true),
+        FileMode::ToBasic => token(Some(Conversion::ToBasic), r.validate, false),
+        FileMode::ToPost => token(Some(Conversion::ToPost), r.validate, false),
+        FileMode::Validate => token(None, true, false),
+        FileMode::PerClient => {
+            let fallback = match r.fallback {
+                None | Some(FileFallback::AsSent) => None,
+                Some(FileFallback::ToBasic) => Some(Conversion::ToBasic),
+                Some(FileFallback::ToPost) => Some(Conversion::ToPost),
+            };
+            token(fallback, false, true)
+        }
+        FileMode::Jwks => RouteMode::Jwks,
         FileMode::Discovery => RouteMode::Discovery(Arc::new(DiscoveryRewrite {
             public_base_url: r
                 .public_base_url
@@ -120,10 +170,20 @@ pub(super) fn lower_route(
                 .transpose()?,
         })),
     };
-    if matches!(mode, RouteMode::Token(TokenMode { validate: true, .. })) && !to.has_clients {
+    let needs_records = matches!(
+        mode,
+        RouteMode::Token(
+            TokenMode { validate: true, .. }
+                | TokenMode {
+                    per_client: true,
+                    ..
+                }
+        )
+    );
+    if needs_records && !to.has_clients {
         return Err(invalid(
             format!("{key}.mode"),
-            "validating needs client records: add a [clients] section",
+            "validating (or per_client) needs client records: add a [clients] section",
         ));
     }
     Ok(RouteSettings {

@@ -53,6 +53,8 @@ pub struct Settings {
     pub admin: Option<AdminSettings>,
     pub log_format: LogFormat,
     pub log_client_id: ClientIdLogging,
+    /// The gateway's signing keys for `private_key_jwt` upstreams.
+    pub signing_keys: Vec<SigningKeySettings>,
     /// Environment IDs with their own metrics label value (envIDs come from requests: only listed
     /// ones become label values, so the label space stays bounded).
     pub metrics_env_ids: Vec<String>,
@@ -276,15 +278,59 @@ pub enum RouteMode {
     Token(TokenMode),
     /// Requests proxied untouched; a successful metadata answer is rewritten.
     Discovery(Arc<DiscoveryRewrite>),
+    /// Answered by the gateway: the public keys of its signing keys, as a JWKS.
+    Jwks,
 }
 
 /// What a token route does: check the request, optionally validate it against the client
-/// records, and convert (`None`: to the client record's `upstream_method`, or left as sent).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// records (or only read them, `per_client`), and convert: to the client record's
+/// `upstream_method` where it names one, else to `conversion` (`None`: left as sent).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenMode {
     pub conversion: Option<Conversion>,
     pub validate: bool,
+    /// The client records decide each client's upstream method, without its secret being checked.
+    pub per_client: bool,
     pub endpoint: Endpoint,
+    /// The `aud` of the client assertions this route makes (`{env_id}` replaced); `None`: the URL
+    /// of the requested endpoint at the upstream.
+    pub assertion_audience: Option<Arc<str>>,
+    pub assertion_lifetime: Duration,
+}
+
+impl Default for TokenMode {
+    fn default() -> Self {
+        TokenMode {
+            conversion: None,
+            validate: false,
+            per_client: false,
+            endpoint: Endpoint::Token,
+            assertion_audience: None,
+            assertion_lifetime: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where a signing key is in its rotation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStatus {
+    /// Published in the JWKS, not signing yet (so servers that cache the JWKS learn it first).
+    Next,
+    /// Signs (and is published).
+    #[default]
+    Active,
+    /// Published, no longer signing (until servers have let go of assertions made with it).
+    Retired,
+}
+
+/// One of the gateway's signing keys (`[[signing_keys]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeySettings {
+    pub kid: String,
+    /// A PEM private key file, readable only by its owner.
+    pub file: PathBuf,
+    pub status: KeyStatus,
 }
 
 #[derive(Debug, Clone)]

@@ -10,10 +10,11 @@
 use std::io;
 use std::time::Duration;
 
+use pingora::time::fast_timeout::fast_timeout;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::response::{self, Chunked, Framing, Head, ResponseError};
-use crate::protocol::OAuthError;
+use crate::protocol::{OAuthError, SecretBytes};
 use crate::upstream::conn::{Conn, ConnectError};
 use crate::upstream::Upstream;
 
@@ -43,6 +44,8 @@ pub enum ExchangeError {
     Closed,
     Invalid(ResponseError),
     TooLarge,
+    /// The request could not be built (a client assertion could not be signed).
+    Build(OAuthError),
 }
 
 impl ExchangeError {
@@ -57,12 +60,18 @@ impl ExchangeError {
             | ExchangeError::ReadTimeout => "timeout",
             ExchangeError::Connect(ConnectError::Tls(_)) => "tls",
             ExchangeError::Write(_) | ExchangeError::Read(_) | ExchangeError::Closed => "reset",
-            ExchangeError::Invalid(_) | ExchangeError::TooLarge => "other",
+            ExchangeError::Invalid(_) | ExchangeError::TooLarge | ExchangeError::Build(_) => {
+                "other"
+            }
         }
     }
 
-    /// The answer the client gets: 504 for a timeout, 502 otherwise.
+    /// The answer the client gets: 504 for a timeout, 502 otherwise (the gateway's own failure
+    /// to build the request: its 500).
     pub fn answer(&self) -> OAuthError {
+        if let ExchangeError::Build(e) = self {
+            return e.clone();
+        }
         if self.kind() == "timeout" {
             OAuthError::upstream_timeout()
         } else {
@@ -71,8 +80,12 @@ impl ExchangeError {
     }
 }
 
-/// Sends `request` to the upstream and reads its answer (see the module docs for retries).
-pub async fn round_trip(up: &Upstream, request: &[u8]) -> Result<Answer, ExchangeError> {
+/// Sends the request `build` makes (once per attempt: a client assertion is new each time) to the
+/// upstream and reads its answer (see the module docs for retries).
+pub async fn round_trip(
+    up: &Upstream,
+    mut build: impl FnMut() -> Result<SecretBytes, OAuthError>,
+) -> Result<Answer, ExchangeError> {
     let addr = up.address().ok_or(ExchangeError::NoAddress)?;
     let s = &up.settings;
     let mut connect_failures = 0;
@@ -88,7 +101,8 @@ pub async fn round_trip(up: &Upstream, request: &[u8]) -> Result<Answer, Exchang
                 Err(e) => return Err(ExchangeError::Connect(e)),
             },
         };
-        match write_all(&mut conn, request, s.write_timeout).await {
+        let request = build().map_err(ExchangeError::Build)?;
+        match write_all(&mut conn, &request, s.write_timeout).await {
             Ok(()) => {}
             // Nothing went out on a connection the server had closed: another one may try.
             Err((0, _)) if pooled => continue,
@@ -110,14 +124,14 @@ async fn write_all(
 ) -> Result<(), (usize, ExchangeError)> {
     let mut written = 0;
     while written < data.len() {
-        match tokio::time::timeout(timeout, conn.write(&data[written..])).await {
+        match fast_timeout(timeout, conn.write(&data[written..])).await {
             Ok(Ok(0)) => return Err((written, ExchangeError::Closed)),
             Ok(Ok(n)) => written += n,
             Ok(Err(e)) => return Err((written, ExchangeError::Write(e))),
             Err(_) => return Err((written, ExchangeError::WriteTimeout)),
         }
     }
-    match tokio::time::timeout(timeout, conn.flush()).await {
+    match fast_timeout(timeout, conn.flush()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err((written, ExchangeError::Write(e))),
         Err(_) => Err((written, ExchangeError::WriteTimeout)),
@@ -133,7 +147,7 @@ async fn fill(
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(4096);
     }
-    match tokio::time::timeout(timeout, conn.read_buf(buf)).await {
+    match fast_timeout(timeout, conn.read_buf(buf)).await {
         Ok(Ok(0)) => Ok(false),
         Ok(Ok(_)) => Ok(true),
         Ok(Err(e)) => Err(ExchangeError::Read(e)),

@@ -17,19 +17,110 @@ use pingora::http::RequestHeader;
 use pingora::protocols::http::ServerSession;
 use pingora::ErrorType;
 
-use crate::protocol::{Forward, HeaderChange, OAuthError, SecretBytes};
+use std::sync::Arc;
+
+use crate::assertion::{self, Audience, SignError, SigningKeys};
+use crate::protocol::{AuthMethod, Forward, HeaderChange, OAuthError, SecretBytes};
 
 /// What is sent upstream for one token request: the decision and the body the client sent (both
-/// zeroized when dropped, redacted in `Debug`).
+/// zeroized when dropped, redacted in `Debug`), and the client assertion to sign, if the upstream
+/// takes one.
 #[derive(Debug)]
 pub struct Exchange {
     pub forward: Forward,
     received: SecretBytes,
+    assertion: Option<Assertion>,
+}
+
+/// A client assertion (RFC 7523) to make for each attempt to send the request.
+#[derive(Debug)]
+pub struct Assertion {
+    pub client_id: Vec<u8>,
+    pub signer: Signer,
+    pub audience: Audience,
+}
+
+/// What signs a client assertion.
+pub enum Signer {
+    /// `client_secret_jwt`: the secret the client presented.
+    Secret(SecretBytes),
+    /// `private_key_jwt`: a gateway key (the one named, or the active one).
+    Key(Arc<SigningKeys>, Option<Box<str>>),
+}
+
+/// Never prints the secret.
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Signer::Secret(_) => f.write_str("Signer::Secret(<redacted>)"),
+            Signer::Key(_, kid) => write!(f, "Signer::Key({kid:?})"),
+        }
+    }
+}
+
+impl Assertion {
+    /// The method the upstream takes.
+    pub fn method(&self) -> AuthMethod {
+        match self.signer {
+            Signer::Secret(_) => AuthMethod::ClientSecretJwt,
+            Signer::Key(..) => AuthMethod::PrivateKeyJwt,
+        }
+    }
+
+    /// A new assertion.
+    fn sign(&self) -> Result<String, SignError> {
+        match &self.signer {
+            Signer::Secret(secret) => {
+                assertion::client_secret_jwt(&self.client_id, secret, &self.audience)
+            }
+            Signer::Key(keys, kid) => keys
+                .signer(kid.as_deref())?
+                .sign(&self.client_id, &self.audience),
+        }
+    }
+}
+
+/// Why the request could not be built.
+#[derive(Debug)]
+pub enum BuildError {
+    Head(Box<pingora::Error>),
+    Sign(SignError),
 }
 
 impl Exchange {
     pub fn new(forward: Forward, received: SecretBytes) -> Exchange {
-        Exchange { forward, received }
+        Exchange {
+            forward,
+            received,
+            assertion: None,
+        }
+    }
+
+    /// An exchange whose body gets a fresh `client_assertion` each time it is built.
+    pub fn with_assertion(forward: Forward, received: SecretBytes, assertion: Assertion) -> Self {
+        Exchange {
+            forward,
+            received,
+            assertion: Some(assertion),
+        }
+    }
+
+    /// The assertion made for this request, if any.
+    pub fn assertion(&self) -> Option<&Assertion> {
+        self.assertion.as_ref()
+    }
+
+    /// The method the upstream receives: the assertion's, the conversion's, or the client's.
+    pub fn upstream_method(&self) -> Option<AuthMethod> {
+        if let Some(a) = &self.assertion {
+            return Some(a.method());
+        }
+        let f = &self.forward;
+        match (&f.authorization, &f.body) {
+            (HeaderChange::Set(_), _) => Some(AuthMethod::ClientSecretBasic),
+            (HeaderChange::Remove, Some(_)) => Some(AuthMethod::ClientSecretPost),
+            _ => f.method_seen.method(),
+        }
     }
 
     /// The body the upstream receives: the decided one, or the client's as sent.
@@ -41,7 +132,7 @@ impl Exchange {
     /// and fields as sent (names in their case), with the decided `Authorization`, the upstream's
     /// `Host`, the body's `Content-Length`, and without `Expect`, `Transfer-Encoding` or any
     /// hop-by-hop field (RFC 9110 §7.6.1). `req` is the client's head, changed in place.
-    pub fn request(&self, req: &mut RequestHeader, host: &str) -> pingora::Result<SecretBytes> {
+    pub fn request(&self, req: &mut RequestHeader, host: &str) -> Result<SecretBytes, BuildError> {
         match &self.forward.authorization {
             HeaderChange::Keep => {}
             HeaderChange::Remove => {
@@ -49,6 +140,11 @@ impl Exchange {
             }
             HeaderChange::Set(v) => req.insert_header(header::AUTHORIZATION, v.as_str())?,
         }
+        // RFC 7523 §2.2: a new assertion for every attempt.
+        let signed = match &self.assertion {
+            Some(a) => Some(a.sign().map_err(BuildError::Sign)?),
+            None => None,
+        };
         // Fields the client's `Connection` names are hop-by-hop too.
         let named: Vec<String> = req
             .headers
@@ -64,7 +160,12 @@ impl Exchange {
         }
         req.insert_header(header::HOST, host)?;
         let body = self.body();
-        req.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+        let tail = signed.map(|jwt| format!("&client_assertion={jwt}"));
+        let tail = tail.as_deref().unwrap_or_default().as_bytes();
+        req.insert_header(
+            header::CONTENT_LENGTH,
+            (body.len() + tail.len()).to_string(),
+        )?;
         let mut out = Vec::with_capacity(256 + body.len() + 32 * req.headers.len());
         out.extend_from_slice(req.method.as_str().as_bytes());
         out.push(b' ');
@@ -74,7 +175,14 @@ impl Exchange {
         req.header_to_h1_wire(&mut out);
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(body);
+        out.extend_from_slice(tail);
         Ok(out.into())
+    }
+}
+
+impl From<Box<pingora::Error>> for BuildError {
+    fn from(e: Box<pingora::Error>) -> Self {
+        BuildError::Head(e)
     }
 }
 

@@ -43,6 +43,16 @@ impl AuthMethod {
         AuthMethod::None,
     ];
 
+    /// The methods a client record may name as the one its server takes: the two the gateway
+    /// converts between, `none` (as sent), and the two JWT methods it upgrades secret clients to.
+    pub const UPSTREAM: [AuthMethod; 5] = [
+        AuthMethod::ClientSecretBasic,
+        AuthMethod::ClientSecretPost,
+        AuthMethod::ClientSecretJwt,
+        AuthMethod::PrivateKeyJwt,
+        AuthMethod::None,
+    ];
+
     /// The registered name.
     pub fn as_str(self) -> &'static str {
         match self {

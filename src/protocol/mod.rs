@@ -20,5 +20,5 @@ pub use method::{AuthMethod, Conversion, MethodSeen, MethodSet};
 pub use secret::{SecretBytes, SecretString};
 pub use token::{
     check_head, decide, extract, query_carries_secrets, BodyLimit, Extracted, Forward, Head,
-    HeaderChange, Reading,
+    HeaderChange, Reading, JWT_BEARER,
 };

@@ -464,6 +464,54 @@ impl Extracted {
     }
 }
 
+/// `client_assertion_type` of a JWT client assertion (RFC 7523 §2.2).
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+impl Extracted {
+    /// What to forward to a server that takes a JWT client assertion (RFC 7523 §2.2) in place of
+    /// the secret: the `Authorization` header or the `client_secret` parameter gone, `client_id`
+    /// and `client_assertion_type` in the body, every other byte kept. The `client_assertion`
+    /// itself is appended when the request is sent (a new one for every attempt). A request
+    /// without a secret cannot be upgraded.
+    pub fn to_assertion(self, body: &[u8]) -> Result<Forward, OAuthError> {
+        if self.reading == BasicReading::RawOnly {
+            return Err(basic_error(BasicError::MalformedEscape));
+        }
+        let found = self.found;
+        let (method_seen, authorization, mut new_body) = match self.header {
+            Some(Authorization::Basic(creds)) => {
+                let drop: Vec<usize> = found.client_id.iter().map(|(i, _)| *i).collect();
+                let mut b = without_pieces(body, &drop);
+                append_param(&mut b, b"client_id", &creds.client_id);
+                (MethodSeen::BASIC, HeaderChange::Remove, b)
+            }
+            _ => match (&found.client_id, &found.client_secret) {
+                (Some(_), Some((secret_at, _))) => (
+                    MethodSeen::POST,
+                    HeaderChange::Keep,
+                    without_pieces(body, &[*secret_at]),
+                ),
+                _ => {
+                    return Err(OAuthError::invalid_client(
+                        "client authentication is required",
+                        false,
+                    ))
+                }
+            },
+        };
+        append_param(
+            &mut new_body,
+            b"client_assertion_type",
+            JWT_BEARER.as_bytes(),
+        );
+        Ok(Forward {
+            method_seen,
+            authorization,
+            body: Some(new_body.into()),
+        })
+    }
+}
+
 /// Decides what to forward for a token request whose head passed [`check_head`]: [`extract`],
 /// then convert.
 pub fn decide(
@@ -1239,5 +1287,42 @@ mod tests {
                 "{shown}"
             );
         }
+    }
+
+    #[test]
+    fn an_upgrade_to_an_assertion_drops_the_secret_and_keeps_everything_else() {
+        let body = b"grant_type=authorization_code&client_id=app&code=c&client_secret=s%2B";
+        let f = extract(&[], body).unwrap().to_assertion(body).unwrap();
+        assert_eq!(f.authorization, HeaderChange::Keep);
+        assert_eq!(
+            f.body.as_deref(),
+            Some(
+                &b"grant_type=authorization_code&client_id=app&code=c&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"[..]
+            )
+        );
+        let auth = basic("my%3Aapp:s%2B");
+        let auth = [auth.as_bytes()];
+        let body = b"grant_type=client_credentials&scope=a";
+        let f = extract(&auth, body).unwrap().to_assertion(body).unwrap();
+        assert_eq!(
+            (f.method_seen, f.authorization),
+            (MethodSeen::BASIC, HeaderChange::Remove)
+        );
+        let sent = String::from_utf8(f.body.unwrap().into_vec()).unwrap();
+        assert!(
+            sent.starts_with(
+                "grant_type=client_credentials&scope=a&client_id=my%3Aapp&client_assertion_type="
+            ),
+            "{sent}"
+        );
+        assert!(!sent.contains("s%2B"));
+        let public = extract(&[], b"client_id=spa&code=c").unwrap();
+        assert_eq!(
+            public
+                .to_assertion(b"client_id=spa&code=c")
+                .unwrap_err()
+                .status,
+            401
+        );
     }
 }

@@ -17,6 +17,30 @@ pub async fn local(session: &mut Session, ctx: &mut Ctx, e: &OAuthError) -> ping
     Ok(true)
 }
 
+/// Serves the gateway's public signing keys as a JWKS (RFC 7517 §5) to GET and HEAD.
+pub async fn jwks(session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+    let method = &session.req_header().method;
+    if method != http::Method::GET && method != http::Method::HEAD {
+        let mut e = OAuthError::new(405, ErrorCode::InvalidRequest, "the JWKS is read with GET");
+        e.allow = Some("GET, HEAD");
+        return local(session, ctx, &e).await;
+    }
+    let head_only = method == http::Method::HEAD;
+    let body = Bytes::from(serde_json::to_vec(&ctx.rt.signing_keys.jwks()).unwrap_or_default());
+    let mut resp = ResponseHeader::build(200, Some(3))?;
+    resp.insert_header(header::CONTENT_TYPE, "application/json")?;
+    // Servers cache a jwks_uri; a key is published before it signs (README: key rotation).
+    resp.insert_header(header::CACHE_CONTROL, "public, max-age=300")?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(true)
+}
+
 /// Writes a local RFC 6749 §5.2 answer (closing the connection when the error says so).
 async fn write(session: &mut Session, e: &OAuthError, realm: &str) -> pingora::Result<()> {
     if e.close {

@@ -47,6 +47,8 @@ pub enum RouteState {
     Passthrough,
     /// Refused before routing (a disguised path, secrets in a query string).
     Refused,
+    /// The gateway's JWKS, answered by the gateway.
+    Jwks,
     Token(TokenState),
     Discovery(DiscoveryState),
 }
@@ -149,6 +151,7 @@ impl Ctx {
         match &self.state {
             RouteState::Token(t) => t.action(),
             RouteState::Refused => (None, Action::Rejected),
+            RouteState::Jwks => (None, Action::Jwks),
             RouteState::Discovery(d) if d.rewritten() => (None, Action::Rewritten),
             RouteState::Discovery(_) | RouteState::Passthrough => (None, Action::Passthrough),
         }
@@ -158,9 +161,9 @@ impl Ctx {
     /// Pingora wrote, if any (a local answer's status takes precedence).
     pub fn finished<'a>(&'a self, sent: Option<u16>, error: Option<&'a Error>) -> Finished<'a> {
         let (method_seen, action) = self.action();
-        let client_id = match &self.state {
-            RouteState::Token(t) => t.client_id(),
-            _ => None,
+        let (client_id, upstream_method) = match &self.state {
+            RouteState::Token(t) => (t.client_id(), t.upstream_method()),
+            _ => (None, None),
         };
         Finished {
             request_id: &self.request_id,
@@ -169,6 +172,7 @@ impl Ctx {
             env_id: self.env_id(),
             client_id,
             method_seen,
+            upstream_method,
             action,
             status: self
                 .outcome

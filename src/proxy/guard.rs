@@ -25,9 +25,11 @@ pub fn refuse(
     let protected = settings
         .routes
         .iter()
-        .filter(|r| !matches!(r.mode, RouteMode::Passthrough))
+        .filter(|r| !matches!(r.mode, RouteMode::Passthrough | RouteMode::Jwks))
         .map(|r| &r.matcher);
-    let on_protected = matches!(mode, Some(RouteMode::Discovery(_)));
+    // A request that matched a route as it is spelled is not a disguise (the JWKS, public keys,
+    // needs no protection).
+    let on_protected = matches!(mode, Some(RouteMode::Discovery(_) | RouteMode::Jwks));
     if settings.server.strict_paths && !on_protected && routing::reaches_disguised(protected, path)
     {
         return Some(

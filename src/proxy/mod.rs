@@ -71,7 +71,11 @@ impl ProxyHttp for Gateway {
                 ctx.state = RouteState::Discovery(DiscoveryState::new(rules.clone()));
                 return Ok(false);
             }
-            Some(RouteMode::Token(mode)) => *mode,
+            Some(RouteMode::Jwks) => {
+                ctx.state = RouteState::Jwks;
+                return answer::jwks(session, ctx).await;
+            }
+            Some(RouteMode::Token(mode)) => mode,
         };
         // A CORS preflight is not a token request: the authorization server answers it (browser
         // apps using PKCE send one before their POST).

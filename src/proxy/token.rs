@@ -10,14 +10,15 @@ use http::header;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
-use crate::config::TokenMode;
-use crate::exchange::client::{self, Answer};
+use crate::assertion::Audience;
+use crate::config::{TokenMode, UpstreamSettings};
+use crate::exchange::client::{self, Answer, ExchangeError};
 use crate::exchange::response::Framing;
-use crate::exchange::{self, Exchange};
+use crate::exchange::{self, Assertion, BuildError, Exchange, Signer};
 use crate::metrics::Metrics;
 use crate::observe;
 use crate::observe::Action;
-use crate::protocol::{self, token, AuthMethod, BodyLimit, MethodSeen, OAuthError};
+use crate::protocol::{self, token, AuthMethod, BodyLimit, ErrorCode, MethodSeen, OAuthError};
 use crate::runtime::Runtime;
 use crate::upstream::Upstream;
 
@@ -46,14 +47,23 @@ impl TokenState {
         match self {
             TokenState::Forwarding { exchange, .. } => {
                 let f = &exchange.forward;
-                let action = if f.converted() {
-                    Action::Converted
-                } else {
-                    Action::Forwarded
+                let action = match exchange.assertion().map(Assertion::method) {
+                    Some(AuthMethod::PrivateKeyJwt) => Action::UpgradedPrivateKeyJwt,
+                    Some(_) => Action::UpgradedClientSecretJwt,
+                    None if f.converted() => Action::Converted,
+                    None => Action::Forwarded,
                 };
                 (Some(f.method_seen), action)
             }
             TokenState::Rejected { .. } => (None, Action::Rejected),
+        }
+    }
+
+    /// The method the upstream was sent, for the access log.
+    pub fn upstream_method(&self) -> Option<AuthMethod> {
+        match self {
+            TokenState::Forwarding { exchange, .. } => exchange.upstream_method(),
+            TokenState::Rejected { .. } => None,
         }
     }
 }
@@ -66,17 +76,35 @@ pub struct Relayed {
 }
 
 /// Sends a decided request upstream with the gateway's own client and writes its answer to the
-/// client. `Err` carries the 502/504 the client is to get.
+/// client. `Err` carries the answer the client is to get instead (502/504; 500 when a client
+/// assertion could not be signed).
 pub async fn forward(
     session: &mut Session,
     exchange: &Exchange,
     up: &Upstream,
     metrics: &Metrics,
 ) -> pingora::Result<Result<Relayed, OAuthError>> {
-    let request = exchange.request(session.req_header_mut(), &up.settings.host_header)?;
     let started = Instant::now();
-    let result = client::round_trip(up, &request).await;
-    drop(request);
+    let host = up.settings.host_header.as_str();
+    let req = session.req_header_mut();
+    let build = || match exchange.request(req, host) {
+        Ok(request) => Ok(request),
+        Err(BuildError::Head(_)) => Err(OAuthError::new(
+            500,
+            ErrorCode::ServerError,
+            "the gateway could not build the request",
+        )),
+        Err(BuildError::Sign(e)) => {
+            metrics.signing_failures.inc();
+            tracing::warn!(error = %e, "a client assertion could not be signed");
+            Err(OAuthError::new(
+                500,
+                ErrorCode::ServerError,
+                "the gateway could not authenticate the client to the authorization server",
+            ))
+        }
+    };
+    let result = client::round_trip(up, build).await;
     let name = up.settings.name.as_str();
     match result {
         Ok(answer) => {
@@ -86,6 +114,7 @@ pub async fn forward(
             relay(session, answer).await?;
             Ok(Ok(Relayed { status, elapsed }))
         }
+        Err(ExchangeError::Build(e)) => Ok(Err(e)),
         Err(e) => {
             observe::upstream_error(metrics, name, e.kind());
             tracing::debug!(upstream = name, error = ?e, "upstream exchange failed");
@@ -124,7 +153,7 @@ async fn relay(session: &mut Session, answer: Answer) -> pingora::Result<()> {
 pub async fn receive(
     session: &mut Session,
     rt: &Runtime,
-    mode: TokenMode,
+    mode: &TokenMode,
     upstream: usize,
     env_id: Option<&str>,
     client_ip: Option<IpAddr>,
@@ -157,14 +186,11 @@ struct Target<'a> {
 async fn decide(
     session: &mut Session,
     rt: &Runtime,
-    TokenMode {
-        conversion,
-        validate,
-        endpoint,
-    }: TokenMode,
+    mode: &TokenMode,
     to: &Target<'_>,
     seen_client_id: &mut Option<Vec<u8>>,
 ) -> Result<Exchange, OAuthError> {
+    let endpoint = mode.endpoint;
     let limits = rt.settings.token;
     let req = session.req_header();
     let head = token::Head {
@@ -210,20 +236,67 @@ async fn decide(
         .collect();
     let mut extracted = protocol::extract(&authorization, &body)?;
     *seen_client_id = extracted.client_id().map(<[u8]>::to_vec);
-    let conversion = match (&rt.validator, validate) {
-        (Some(v), true) => {
-            let env_id = to.env_id.unwrap_or_default();
+    // What the upstream takes from this client: what its record says, where the route reads
+    // records (verifying the secret first, or not: `per_client`), else the route's conversion.
+    let env_id = to.env_id.unwrap_or_default();
+    let (demanded, signing_key, verified) = match &rt.validator {
+        Some(v) if mode.validate => {
             let verified = v
                 .validate(env_id, endpoint, &extracted, to.client_ip)
                 .await?;
             extracted = extracted.with_reading(verified.reading);
-            verified
-                .upstream_method
-                .and_then(AuthMethod::conversion)
-                .or(conversion)
+            (verified.upstream_method, verified.signing_key, true)
         }
-        _ => conversion,
+        Some(v) if mode.per_client => {
+            let id = extracted.client_id().unwrap_or_default();
+            match v.record(env_id, id).await? {
+                Some(r) => (r.upstream_method, r.signing_key.clone(), false),
+                None => (None, None, false),
+            }
+        }
+        _ => (None, None, false),
     };
+    // Only a secret is upgraded: a client that sends its own assertion (or none) goes as sent.
+    let secret = extracted.secret().filter(|s| !s.is_empty());
+    let signer = match (demanded, secret) {
+        (_, None) => None,
+        (Some(AuthMethod::ClientSecretJwt), Some(secret)) => Some(Signer::Secret(secret.into())),
+        (Some(AuthMethod::PrivateKeyJwt), _) if verified => {
+            Some(Signer::Key(rt.signing_keys.clone(), signing_key))
+        }
+        (Some(AuthMethod::PrivateKeyJwt), _) => {
+            // A registry record on a route that does not verify: the gateway signs only for a
+            // client it verified (a client file's are refused at start).
+            tracing::warn!(
+                env_id,
+                "private_key_jwt record on a route that does not verify secrets"
+            );
+            return Err(OAuthError::new(
+                500,
+                ErrorCode::ServerError,
+                "the gateway could not authenticate the client to the authorization server",
+            ));
+        }
+        _ => None,
+    };
+    if let Some(signer) = signer {
+        let client_id = extracted.client_id().unwrap_or_default().to_vec();
+        let up = &rt.upstreams[to.upstream].settings;
+        let audience = Audience {
+            aud: audience(mode, env_id, up, session.req_header().uri.path()),
+            lifetime: mode.assertion_lifetime,
+        };
+        let forward = extracted.to_assertion(&body)?;
+        let assertion = Assertion {
+            client_id,
+            signer,
+            audience,
+        };
+        return Ok(Exchange::with_assertion(forward, body, assertion));
+    }
+    let conversion = demanded
+        .and_then(AuthMethod::conversion)
+        .or(mode.conversion);
     let forward = extracted.convert(
         conversion,
         rt.upstreams[to.upstream].settings.basic_encoding,
@@ -232,4 +305,16 @@ async fn decide(
         &body,
     )?;
     Ok(Exchange::new(forward, body))
+}
+
+/// The `aud` of a client assertion: the route's template with `{env_id}` replaced, or the URL of
+/// the requested endpoint at the upstream.
+fn audience(mode: &TokenMode, env_id: &str, up: &UpstreamSettings, path: &str) -> String {
+    match &mode.assertion_audience {
+        Some(template) => template.replace("{env_id}", env_id),
+        None => {
+            let scheme = if up.tls { "https" } else { "http" };
+            format!("{scheme}://{}{path}", up.host_header)
+        }
+    }
 }
