@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
     };
     check_encode(&Credentials {
         client_id: id.to_vec(),
-        secret: secret.to_vec(),
+        secret: secret.to_vec().into(),
     });
 });
 
@@ -59,12 +59,15 @@ fn expected(value: &[u8]) -> Result<Option<Readings>, BasicError> {
         return Err(BasicError::EmptyId);
     }
     let standard = match (reference_decode(id), reference_decode(secret)) {
-        (Some(client_id), Some(secret)) => Ok(Credentials { client_id, secret }),
+        (Some(client_id), Some(secret)) => Ok(Credentials {
+            client_id,
+            secret: secret.into(),
+        }),
         _ => Err(BasicError::MalformedEscape),
     };
     let raw = (plain.contains(&b'%') || plain.contains(&b'+')).then(|| Credentials {
         client_id: id.to_vec(),
-        secret: secret.to_vec(),
+        secret: secret.to_vec().into(),
     });
     Ok(Some(Readings { standard, raw }))
 }

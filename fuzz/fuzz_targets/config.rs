@@ -160,7 +160,7 @@ fn check_settings(s: &Settings, t: &toml::Table) {
             PathMatcher::Prefix(p) => assert!(p.starts_with('/')),
         }
         match &r.mode {
-            RouteMode::Passthrough => {}
+            RouteMode::Passthrough | RouteMode::Jwks => {}
             RouteMode::Token(t) => assert!(!t.validate || s.clients.is_some()),
             RouteMode::Discovery(d) => {
                 if let Some(base) = &d.public_base_url {

@@ -209,7 +209,7 @@ fn check(
     );
     let creds = Credentials {
         client_id: id.clone(),
-        secret: secret.clone(),
+        secret: secret.clone().into(),
     };
     match conversion {
         Some(Conversion::ToBasic) => {
@@ -314,7 +314,7 @@ fn forwarded<'a>(headers: &[&'a [u8]], body: &[u8], f: &'a Forward) -> (Vec<&'a 
         HeaderChange::Remove => Vec::new(),
         HeaderChange::Set(v) => vec![v.as_bytes()],
     };
-    let b = f.body.clone().unwrap_or_else(|| body.to_vec());
+    let b = f.body.as_deref().unwrap_or(body).to_vec();
     (h, b)
 }
 
