@@ -10,6 +10,7 @@
 use std::io;
 use std::time::Duration;
 
+use bytes::Bytes;
 use pingora::time::fast_timeout::fast_timeout;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -27,7 +28,9 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 #[derive(Debug)]
 pub struct Answer {
     pub head: Head,
-    pub body: Vec<u8>,
+    /// The bytes `head` was parsed from (its fields are ranges of them).
+    pub raw_head: Bytes,
+    pub body: Bytes,
 }
 
 /// Why an exchange failed.
@@ -172,34 +175,46 @@ async fn read_answer(conn: &mut Conn, timeout: Duration) -> Result<Answer, Excha
             }
         }
     };
-    let mut body = buf.split_off(head.len);
-    match head.framing {
-        Framing::Empty => body.clear(),
+    let len = head.len;
+    let body = match head.framing {
+        Framing::Empty => {
+            buf.truncate(len);
+            Vec::new()
+        }
         Framing::Length(n) => {
             if n > MAX_BODY {
                 return Err(ExchangeError::TooLarge);
             }
-            while body.len() < n {
-                if !fill(conn, &mut body, timeout).await? {
+            // The body stays behind the head in the one buffer: nothing is copied.
+            while buf.len() < len + n {
+                if !fill(conn, &mut buf, timeout).await? {
                     return Err(ExchangeError::Closed);
                 }
             }
-            if body.len() > n {
+            if buf.len() > len + n {
                 // More than the answer: the connection is out of step, never to be reused.
                 head.keep_alive = false;
-                body.truncate(n);
+                buf.truncate(len + n);
             }
+            let all = Bytes::from(buf);
+            return Ok(Answer {
+                head,
+                raw_head: all.slice(..len),
+                body: all.slice(len..),
+            });
         }
         Framing::UntilClose => {
+            let mut body = buf.split_off(len);
             while fill(conn, &mut body, timeout).await? {
                 if body.len() > MAX_BODY {
                     return Err(ExchangeError::TooLarge);
                 }
             }
+            body
         }
         Framing::Chunked => {
+            let mut raw = buf.split_off(len);
             let mut decoder = Chunked::default();
-            let mut raw = body;
             let mut out = Vec::with_capacity(raw.len());
             loop {
                 let used = decoder
@@ -217,8 +232,12 @@ async fn read_answer(conn: &mut Conn, timeout: Duration) -> Result<Answer, Excha
                     return Err(ExchangeError::Closed);
                 }
             }
-            body = out;
+            out
         }
-    }
-    Ok(Answer { head, body })
+    };
+    Ok(Answer {
+        head,
+        raw_head: Bytes::from(buf),
+        body: Bytes::from(body),
+    })
 }

@@ -224,7 +224,7 @@ pub async fn read_body(
         }
         Ok(SecretBytes::from(buf))
     };
-    match tokio::time::timeout(timeout, read_all).await {
+    match pingora::time::fast_timeout::fast_timeout(timeout, read_all).await {
         Ok(result) => result,
         Err(_) => Err(OAuthError::body_timeout()),
     }

@@ -2,6 +2,8 @@
 //! how the body is framed and whether the connection stays open) and a chunked body's decoding
 //! (RFC 9112 §7.1). Pure: bytes in, structure out.
 
+use std::ops::Range;
+
 /// The most fields an answer may have.
 const MAX_FIELDS: usize = 96;
 
@@ -31,15 +33,32 @@ pub enum Framing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
     pub status: u16,
-    pub reason: String,
+    /// Where the reason phrase is in the parsed bytes.
+    pub reason: Range<usize>,
     /// Every field but the hop-by-hop ones and those that frame the body (the gateway frames the
-    /// answer it sends on), in order, names as sent.
-    pub fields: Vec<(String, Vec<u8>)>,
+    /// answer it sends on), in order: where its name (as sent) and its value are in the parsed
+    /// bytes, so that relaying them copies nothing ([`Head::fields`] reads them).
+    pub fields: Vec<(Range<usize>, Range<usize>)>,
     pub framing: Framing,
     /// Whether the connection can carry another request afterwards.
     pub keep_alive: bool,
     /// Bytes of the head, blank line included.
     pub len: usize,
+}
+
+impl Head {
+    /// The kept fields, read from `buf` (the bytes the head was parsed from).
+    pub fn fields<'a>(&'a self, buf: &'a [u8]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+        self.fields
+            .iter()
+            .map(|(n, v)| (&buf[n.clone()], &buf[v.clone()]))
+    }
+}
+
+/// Where `part`, a slice of `buf`, is in it.
+fn span(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
+    start..start + part.len()
 }
 
 /// Fields that concern one connection only (RFC 9110 §7.6.1) or the framing of the body.
@@ -111,7 +130,7 @@ pub fn parse_head(buf: &[u8], to_head: bool) -> Result<Option<Head>, ResponseErr
             }
         }
         if !hop_by_hop(name) {
-            out.push((name.to_string(), f.value.to_vec()));
+            out.push((span(buf, name.as_bytes()), span(buf, f.value)));
         }
     }
     let framing = if to_head || (100..200).contains(&status) || status == 204 || status == 304 {
@@ -126,7 +145,7 @@ pub fn parse_head(buf: &[u8], to_head: bool) -> Result<Option<Head>, ResponseErr
     };
     Ok(Some(Head {
         status,
-        reason: r.reason.unwrap_or_default().to_string(),
+        reason: r.reason.map_or(0..0, |p| span(buf, p.as_bytes())),
         fields: out,
         keep_alive: !close && framing != Framing::UntilClose,
         framing,
@@ -227,12 +246,18 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n\
                     Content-Length: 5\r\nConnection: keep-alive\r\n\r\nhello";
         let h = parse_head(raw, false).unwrap().unwrap();
-        assert_eq!((h.status, h.reason.as_str()), (200, "OK"));
+        assert_eq!((h.status, &raw[h.reason.clone()]), (200, b"OK".as_slice()));
         assert_eq!(h.framing, Framing::Length(5));
         assert!(h.keep_alive);
         assert_eq!(&raw[h.len..], b"hello");
-        let names: Vec<&str> = h.fields.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["Content-Type", "Cache-Control"]);
+        let fields: Vec<_> = h.fields(raw).collect();
+        assert_eq!(
+            fields,
+            [
+                (b"Content-Type".as_slice(), b"application/json".as_slice()),
+                (b"Cache-Control".as_slice(), b"no-store".as_slice())
+            ]
+        );
         assert_eq!(parse_head(&raw[..20], false), Ok(None));
     }
 

@@ -5,10 +5,11 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header;
+use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
+use pingora::{Error, ErrorType};
 
 use crate::assertion::Audience;
 use crate::config::{TokenMode, UpstreamSettings};
@@ -125,25 +126,32 @@ pub async fn forward(
 
 /// Writes an upstream's answer to the client, framed by its length.
 async fn relay(session: &mut Session, answer: Answer) -> pingora::Result<()> {
-    let Answer { head, body } = answer;
+    let Answer {
+        head,
+        raw_head,
+        body,
+    } = answer;
     let mut resp = ResponseHeader::build(head.status, Some(head.fields.len() + 1))?;
-    if !head.reason.is_empty() {
-        let _ = resp.set_reason_phrase(Some(&head.reason));
+    if let Ok(reason) = std::str::from_utf8(&raw_head[head.reason.clone()]) {
+        if !reason.is_empty() {
+            let _ = resp.set_reason_phrase(Some(reason));
+        }
     }
-    for (name, value) in head.fields {
-        resp.append_header(name, value.as_slice())?;
+    // Names and values are slices of the answer's own bytes: nothing is copied.
+    for (name, value) in &head.fields {
+        let value = HeaderValue::from_maybe_shared(raw_head.slice(value.clone()))
+            .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "upstream field value"))?;
+        resp.append_header(raw_head.slice(name.clone()), value)?;
     }
     let has_body = head.framing != Framing::Empty;
     if has_body {
-        resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+        resp.insert_header(header::CONTENT_LENGTH, HeaderValue::from(body.len()))?;
     }
     session
         .write_response_header(Box::new(resp), !has_body)
         .await?;
     if has_body {
-        session
-            .write_response_body(Some(Bytes::from(body)), true)
-            .await?;
+        session.write_response_body(Some(body), true).await?;
     }
     Ok(())
 }
