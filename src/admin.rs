@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::clients::store::ClientKey;
+use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::runtime::Shared;
 
@@ -26,6 +27,8 @@ pub struct Admin {
     pub shared: Shared,
     /// Required as `Authorization: Bearer …` on every path but the probes (`/healthz`, `/readyz`).
     pub bearer_token: Option<String>,
+    /// Set on SIGTERM: `/readyz` answers 503 from then on.
+    pub drain: Arc<Drain>,
 }
 
 impl Admin {
@@ -172,6 +175,11 @@ impl Admin {
                 self.metrics.render(),
             ),
             "/healthz" => text(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            "/readyz" if self.drain.is_draining() => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                b"not ready: stopping\n".to_vec(),
+            ),
             "/readyz" => {
                 let rt = self.shared.load();
                 let missing: Vec<&str> = rt

@@ -20,6 +20,7 @@
 //! - [`metrics`], [`admin`]: the Prometheus registry; the admin listener.
 //! - [`background`]: the reloader and the upstream resolver.
 //! - [`conn`]: connection caps and request-head deadlines around the listeners' apps.
+//! - [`drain`]: draining on SIGTERM (`/readyz` 503, connections closed after their answer).
 //! - [`server`], [`logging`], [`cli`]: server assembly, log output, the command line.
 
 pub mod admin;
@@ -30,6 +31,7 @@ pub mod client_addr;
 pub mod clients;
 pub mod config;
 pub mod conn;
+pub mod drain;
 pub mod exchange;
 pub mod lockout;
 pub mod logging;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownSignalWatch};
+use pingora::server::{RunArgs, Server, ShutdownSignalWatch, UnixShutdownSignalWatch};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
@@ -13,6 +13,7 @@ use crate::admin::Admin;
 use crate::background::{Reloader, Resolver};
 use crate::config::Settings;
 use crate::conn::{raise_open_file_limit, Connections, Guarded, TlsDeadline};
+use crate::drain::{Drain, DrainingWatch};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::runtime::{Runtime, Shared};
@@ -20,8 +21,12 @@ use crate::runtime::{Runtime, Shared};
 /// Builds the server: the proxy service on every listen address, the admin listener if
 /// configured, and the background services (upstream resolver, reloader). `config_path` is the
 /// file SIGHUP reloads; without it SIGHUP reloads only the client file. Fails when the client
-/// records cannot be loaded.
-pub fn build(settings: Settings, config_path: Option<PathBuf>) -> Result<Server, String> {
+/// records cannot be loaded. `drain` is what SIGTERM sets (see [`crate::drain`]).
+pub fn build(
+    settings: Settings,
+    config_path: Option<PathBuf>,
+    drain: Arc<Drain>,
+) -> Result<(Server, Shared), String> {
     let s = &settings.server;
     let conf = ServerConf {
         threads: s.threads,
@@ -45,7 +50,7 @@ pub fn build(settings: Settings, config_path: Option<PathBuf>) -> Result<Server,
 
     let conns = Arc::new(Connections::default());
     raise_open_file_limit(shared.load().settings.server.max_connections);
-    let gateway = Gateway::new(shared.clone(), metrics.clone());
+    let gateway = Gateway::new(shared.clone(), metrics.clone(), drain.clone());
     let proxy_app = pingora::proxy::http_proxy(&server.configuration, gateway);
     let guarded = Guarded::new(proxy_app, shared.clone(), conns.clone(), metrics.clone());
     let mut proxy = Service::new("tokengate".to_string(), guarded);
@@ -81,6 +86,7 @@ pub fn build(settings: Settings, config_path: Option<PathBuf>) -> Result<Server,
             metrics: metrics.clone(),
             shared: shared.clone(),
             bearer_token: admin_settings.bearer_token,
+            drain,
         };
         // Caps of its own: a flood on the proxy's listeners does not lock monitoring out.
         let admin_conns = Arc::new(Connections::default());
@@ -98,12 +104,12 @@ pub fn build(settings: Settings, config_path: Option<PathBuf>) -> Result<Server,
     server.add_service(background_service(
         "reloader",
         Reloader {
-            shared,
+            shared: shared.clone(),
             config_path,
             metrics,
         },
     ));
-    Ok(server)
+    Ok((server, shared))
 }
 
 /// SIGHUP's default action ends the process. The reloader handles it once its service runs; until
@@ -116,17 +122,22 @@ fn ignore_sighup_until_the_reloader_listens() {
     }
 }
 
-/// Runs until SIGTERM/SIGINT (or the given signal), then shuts down gracefully.
+/// Runs until SIGTERM/SIGINT (or the given signal), then shuts down gracefully: SIGTERM drains
+/// for `server.drain_delay` first.
 pub fn run(
     settings: Settings,
     config_path: Option<PathBuf>,
-    shutdown: Option<Box<dyn ShutdownSignalWatch>>,
+    shutdown: Option<Box<dyn ShutdownSignalWatch + Send + Sync>>,
 ) -> Result<(), String> {
-    let server = build(settings, config_path)?;
-    let args = match shutdown {
-        Some(shutdown_signal) => RunArgs { shutdown_signal },
-        None => RunArgs::default(),
-    };
-    server.run(args);
+    let drain = Arc::new(Drain::default());
+    let (server, shared) = build(settings, config_path, drain.clone())?;
+    let inner = shutdown.unwrap_or_else(|| Box::new(UnixShutdownSignalWatch));
+    server.run(RunArgs {
+        shutdown_signal: Box::new(DrainingWatch {
+            inner,
+            drain,
+            shared,
+        }),
+    });
     Ok(())
 }

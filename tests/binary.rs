@@ -428,7 +428,8 @@ fn pingone_sample_curl_reaches_a_basic_only_upstream_as_rfc6749_basic() {
     std::fs::write(
         &conf,
         format!(
-            "{}[server]\nlisten = [\"127.0.0.1:{port}\"]\ngrace_period = \"0s\"\nshutdown_timeout = \"1s\"\n",
+            "{}[server]\nlisten = [\"127.0.0.1:{port}\"]\ngrace_period = \"0s\"\nshutdown_timeout = \"1s\"\n\
+             drain_delay = \"0s\"\n",
             config(up.addr, &token_route("to_basic"))
         ),
     )
@@ -467,7 +468,8 @@ fn pingone_sample_curl_reaches_a_basic_only_upstream_as_rfc6749_basic() {
         .status()
         .unwrap()
         .success());
-    // 10 s for a stop configured to take at most 1 s (grace_period 0 s, shutdown_timeout 1 s).
+    // 10 s for a stop configured to take at most 1 s (no drain, grace_period 0 s,
+    // shutdown_timeout 1 s).
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -495,6 +497,99 @@ fn pingone_sample_curl_reaches_a_basic_only_upstream_as_rfc6749_basic() {
             "log contains secret material {needle:?}:\n{log}"
         );
     }
+}
+
+#[test]
+fn sigterm_drains_readyz_503_and_connections_closed_after_their_answer_then_stops() {
+    let up = Upstream::start(Behaviour::default());
+    let dir = TempDir::new("drain");
+    let port = free_port();
+    let admin = free_addr();
+    let conf = dir.join("gw.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}[server]\nlisten = [\"127.0.0.1:{port}\"]\ndrain_delay = \"2s\"\n\
+             grace_period = \"0s\"\nshutdown_timeout = \"1s\"\n[admin]\nlisten = \"{admin}\"\n",
+            config(up.addr, &token_route("to_basic"))
+        ),
+    )
+    .unwrap();
+    let mut child = spawn_gateway(&conf, port, None, &[]);
+    let readyz = || {
+        let s = TcpStream::connect(admin).unwrap();
+        std::io::Write::write_all(
+            &mut &s,
+            b"GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let m = read_message(&mut std::io::BufReader::new(s), false)
+            .unwrap()
+            .unwrap();
+        (m.status(), m.body_str())
+    };
+    let request = token_post(ENV, &[FORM], "grant_type=x&client_id=a&client_secret=b");
+    // One kept-alive connection, used before and during the drain.
+    let kept = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    kept.set_read_timeout(Some(WAIT)).unwrap();
+    let mut kept_reader = std::io::BufReader::new(kept.try_clone().unwrap());
+    let ask = |conn: &TcpStream, reader: &mut std::io::BufReader<TcpStream>| {
+        std::io::Write::write_all(&mut &*conn, &request).unwrap();
+        read_message(reader, false).unwrap().unwrap()
+    };
+    let before = ask(&kept, &mut kept_reader);
+    assert_eq!(before.status(), 200);
+    assert_eq!(before.header("connection").as_deref(), Some("keep-alive"));
+    assert_eq!(readyz().0, 200);
+
+    let pid = child.0.id().to_string();
+    let signalled = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // The load balancer's probe sees the stop at once...
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = readyz();
+        if status == 503 {
+            assert_eq!(body, "not ready: stopping\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz never said 503");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ...while requests are still served, each answer closing its connection: on the kept-alive
+    // one, and on a new one (the listener still accepts).
+    let during = ask(&kept, &mut kept_reader);
+    assert_eq!(during.status(), 200);
+    assert_eq!(during.header("connection").as_deref(), Some("close"));
+    assert!(read_message(&mut kept_reader, false).unwrap().is_none());
+    let fresh = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    fresh.set_read_timeout(Some(WAIT)).unwrap();
+    let mut fresh_reader = std::io::BufReader::new(fresh.try_clone().unwrap());
+    let answer = ask(&fresh, &mut fresh_reader);
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.header("connection").as_deref(), Some("close"));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "the checks above took longer than the drain delay: the test proves nothing"
+    );
+    // Then the gateway stops: not before the drain delay, within drain + grace + shutdown.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway did not stop after draining"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(signalled.elapsed() >= Duration::from_secs(2));
 }
 
 #[test]

@@ -107,6 +107,8 @@ pub(super) struct FileServer {
     pub(super) grace_period: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     pub(super) shutdown_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub(super) drain_delay: Option<Duration>,
     pub(super) realm: Option<String>,
     #[serde(default)]
     pub(super) tls_listen: Vec<String>,

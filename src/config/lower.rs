@@ -427,6 +427,7 @@ fn lower_server(s: FileServer, base: &Base<'_>) -> Result<ServerSettings, Config
         keepalive_timeout: s.keepalive_timeout.unwrap_or(d.keepalive_timeout),
         grace_period: s.grace_period.unwrap_or(d.grace_period),
         shutdown_timeout: s.shutdown_timeout.unwrap_or(d.shutdown_timeout),
+        drain_delay: s.drain_delay.unwrap_or(d.drain_delay),
         realm,
     })
 }

@@ -167,6 +167,9 @@ pub struct ServerSettings {
     pub keepalive_timeout: Duration,
     pub grace_period: Duration,
     pub shutdown_timeout: Duration,
+    /// After SIGTERM, how long `/readyz` answers 503 (and answers close their connection) while
+    /// the listeners keep accepting, before the grace period; zero stops at once.
+    pub drain_delay: Duration,
     pub realm: String,
     /// HTTPS listeners: addresses, certificate chain and key (PEM files).
     pub tls: Option<TlsListen>,
@@ -192,6 +195,7 @@ impl Default for ServerSettings {
             keepalive_timeout: Duration::from_secs(60),
             grace_period: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(5),
+            drain_delay: Duration::from_secs(5),
             realm: "tokengate".to_string(),
             tls: None,
             strict_paths: true,

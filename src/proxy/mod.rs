@@ -20,6 +20,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
 use crate::config::RouteMode;
+use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::observe;
 use crate::routing;
@@ -33,11 +34,16 @@ use token::TokenState;
 pub struct Gateway {
     shared: Shared,
     metrics: Arc<Metrics>,
+    drain: Arc<Drain>,
 }
 
 impl Gateway {
-    pub fn new(shared: Shared, metrics: Arc<Metrics>) -> Gateway {
-        Gateway { shared, metrics }
+    pub fn new(shared: Shared, metrics: Arc<Metrics>, drain: Arc<Drain>) -> Gateway {
+        Gateway {
+            shared,
+            metrics,
+            drain,
+        }
     }
 }
 
@@ -53,6 +59,11 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         let rt = ctx.rt.clone();
         ctx.begin(session);
+        if self.drain.is_draining() {
+            // Stopping: this answer closes its connection (`Connection: close`), so clients
+            // open their next one elsewhere.
+            session.set_keepalive(None);
+        }
         let path = routing::normalize(session.req_header().uri.path());
         if let Some(m) = routing::route(rt.settings.routes.iter().map(|r| &r.matcher), &path) {
             ctx.route = Some(Routed {
