@@ -46,6 +46,28 @@ pub fn client_address(
     Some(canonical(client))
 }
 
+/// The `X-Forwarded-For` value the upstream receives for a request from `peer` (the address the
+/// connection came from): from a trusted proxy, the value it sent (every field, in order) with
+/// `peer` appended, as each proxy appends the address it received the request from; from anyone
+/// else, `peer` alone, so that a forged value never reaches the server. A value from a trusted
+/// proxy that is not an address list is replaced too.
+pub fn forwarded_for(peer: IpAddr, trusted: &[IpNet], received: &[&[u8]]) -> String {
+    let peer = canonical(peer);
+    let from_trusted = trusted.iter().any(|net| net.contains(&peer));
+    if from_trusted && !received.is_empty() && parse_list(received, parse_xff_entry).is_some() {
+        let mut out = String::new();
+        for value in received {
+            // Parsed above: ASCII addresses, commas and spaces only.
+            out.push_str(std::str::from_utf8(value).unwrap_or_default().trim());
+            out.push_str(", ");
+        }
+        out.push_str(&peer.to_string());
+        out
+    } else {
+        peer.to_string()
+    }
+}
+
 /// The key an address is counted under (lockout, connection caps): IPv4 as is, IPv4-mapped IPv6
 /// as IPv4, other IPv6 by its /64 prefix (the usual allocation to one subscriber, so an attacker
 /// cannot dodge a limit by rotating through their own prefix).
@@ -118,6 +140,29 @@ mod tests {
     }
 
     #[test]
+    fn the_upstream_gets_the_chain_from_trusted_proxies_and_only_the_peer_from_others() {
+        let lb = nets(&["10.0.0.0/8"]);
+        let got = |peer: &str, received: &[&str]| {
+            let received: Vec<&[u8]> = received.iter().map(|v| v.as_bytes()).collect();
+            forwarded_for(ip(peer), &lb, &received)
+        };
+        // From the load balancer: its chain, and the balancer itself appended.
+        assert_eq!(got("10.0.0.5", &["198.51.100.7"]), "198.51.100.7, 10.0.0.5");
+        assert_eq!(
+            got("10.0.0.5", &["203.0.113.9, 198.51.100.7", "192.0.2.1"]),
+            "203.0.113.9, 198.51.100.7, 192.0.2.1, 10.0.0.5"
+        );
+        assert_eq!(got("10.0.0.5", &[]), "10.0.0.5");
+        // A value that is not an address list is not passed on.
+        assert_eq!(got("10.0.0.5", &["198.51.100.7\r\nX: y"]), "10.0.0.5");
+        assert_eq!(got("10.0.0.5", &["unknown"]), "10.0.0.5");
+        // From anyone else: what they claim is dropped.
+        assert_eq!(got("192.0.2.44", &["10.1.1.1"]), "192.0.2.44");
+        assert_eq!(got("::ffff:192.0.2.44", &[]), "192.0.2.44");
+        assert_eq!(got("2001:db8::1", &[]), "2001:db8::1");
+    }
+
+    #[test]
     fn without_trusted_proxies_the_peer_is_the_client_whatever_the_headers_say() {
         let got = client_address(Some(ip("127.0.0.1")), &[], &[b"203.0.113.7"], &[]);
         assert_eq!(got, Some(ip("127.0.0.1")));
@@ -184,6 +229,19 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn the_forwarded_value_is_an_address_list_ending_with_the_peer(
+            values in proptest::collection::vec("\\PC{0,30}", 0..3),
+            trusted in any::<bool>(),
+        ) {
+            let peer = ip("10.0.0.5");
+            let lb = if trusted { nets(&["10.0.0.0/8"]) } else { Vec::new() };
+            let received: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+            let out = forwarded_for(peer, &lb, &received);
+            let hops = parse_list(&[out.as_bytes()], parse_xff_entry);
+            prop_assert_eq!(hops.and_then(|h| h.last().copied()), Some(peer));
+        }
+
         #[test]
         fn any_header_gives_the_peer_or_an_address_from_the_header(
             v in proptest::collection::vec(any::<u8>(), 0..64)

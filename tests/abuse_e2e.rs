@@ -581,6 +581,59 @@ fn behind_a_trusted_proxy_addresses_come_from_its_forwarding_header() {
     );
 }
 
+/// The upstream learns the client's address from `X-Forwarded-For`: a trusted proxy's chain with
+/// the proxy appended; from anyone else only the peer's own address, whatever it claimed; on the
+/// token route (the gateway's own client) and on an untouched route (Pingora's proxy path) alike.
+#[test]
+fn the_upstream_gets_x_forwarded_for_that_no_client_can_forge() {
+    let up = Upstream::start(Behaviour::default());
+    let gw = Gateway::start_with(
+        &config(up.addr, &token_route("to_basic")),
+        "trusted_proxies = [\"127.0.0.2/32\"]",
+    );
+    let body = "grant_type=client_credentials&client_id=a&client_secret=b";
+    let elsewhere = |xff: &str| {
+        format!("GET /other HTTP/1.1\r\nHost: gw\r\nX-Forwarded-For: {xff}\r\n\r\n").into_bytes()
+    };
+    let cases: [(IpAddr, Vec<u8>, &str); 5] = [
+        (DIRECT, via("6.6.6.6", body), "127.0.0.1"),
+        (DIRECT, token_post(ENV, &[FORM], body), "127.0.0.1"),
+        (
+            PROXY,
+            via("6.6.6.6, 203.0.113.7", body),
+            "6.6.6.6, 203.0.113.7, 127.0.0.2",
+        ),
+        (DIRECT, elsewhere("6.6.6.6"), "127.0.0.1"),
+        (PROXY, elsewhere("203.0.113.7"), "203.0.113.7, 127.0.0.2"),
+    ];
+    for (i, (from, raw, _)) in cases.iter().enumerate() {
+        assert_eq!(gw.send_from(*from, raw).status(), 200, "case {i}");
+    }
+    let seen = up.wait_for(cases.len());
+    for (i, (_, _, want)) in cases.iter().enumerate() {
+        assert_eq!(
+            seen[i].all("x-forwarded-for"),
+            [want.to_string()],
+            "case {i}"
+        );
+    }
+    drop(gw);
+
+    // Turned off: forwarded as the client sent it (the operator's own proxy sets it).
+    let up = Upstream::start(Behaviour::default());
+    let gw = Gateway::start_with(
+        &config(up.addr, &token_route("to_basic")),
+        "forward_client_address = false",
+    );
+    assert_eq!(gw.send_from(DIRECT, &via("6.6.6.6", body)).status(), 200);
+    assert_eq!(gw.send_from(DIRECT, &elsewhere("6.6.6.6")).status(), 200);
+    let seen = up.wait_for(2);
+    assert!(
+        seen.iter().all(|m| m.all("x-forwarded-for") == ["6.6.6.6"]),
+        "{seen:?}"
+    );
+}
+
 #[test]
 fn without_trusted_proxies_forwarding_headers_change_nothing() {
     let lockout = "[lockout]\nmax_failures_per_client = 1000\nmax_failures_per_ip = 3\n";

@@ -420,6 +420,7 @@ fn lower_server(s: FileServer, base: &Base<'_>) -> Result<ServerSettings, Config
         listen,
         threads,
         strict_paths: s.strict_paths.unwrap_or(d.strict_paths),
+        forward_client_address: s.forward_client_address.unwrap_or(d.forward_client_address),
         trusted_proxies,
         header_timeout,
         max_connections,

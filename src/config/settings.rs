@@ -178,6 +178,9 @@ pub struct ServerSettings {
     pub strict_paths: bool,
     /// Proxies whose `X-Forwarded-For` / `Forwarded` name the client's address.
     pub trusted_proxies: Vec<IpNet>,
+    /// Send upstreams `X-Forwarded-For`: a trusted proxy's chain with the proxy appended, or the
+    /// peer's address alone (a forged value never reaches the server). Off: as the client sent it.
+    pub forward_client_address: bool,
     /// A request head (and a TLS handshake) must be complete within this, however slowly it
     /// comes.
     pub header_timeout: Duration,
@@ -199,6 +202,7 @@ impl Default for ServerSettings {
             realm: "tokengate".to_string(),
             tls: None,
             strict_paths: true,
+            forward_client_address: true,
             trusted_proxies: Vec::new(),
             header_timeout: Duration::from_secs(10),
             max_connections: 10_000,

@@ -25,6 +25,8 @@ pub struct Ctx {
     pub request_id: String,
     /// The client's address (behind trusted proxies, the one they name).
     pub client_ip: Option<IpAddr>,
+    /// The address the connection comes from (a proxy's, behind one).
+    pub peer: Option<IpAddr>,
     /// The route the path matched; `None`: the default upstream, untouched.
     pub route: Option<Routed>,
     /// What the route's kind keeps between phases.
@@ -76,6 +78,7 @@ impl Ctx {
             rt,
             request_id: String::new(),
             client_ip: None,
+            peer: None,
             route: None,
             state: RouteState::Passthrough,
             timing: Timing {
@@ -97,6 +100,7 @@ impl Ctx {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        self.peer = peer;
         self.client_ip = if server.trusted_proxies.is_empty() {
             peer
         } else {

@@ -19,6 +19,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
+use crate::client_addr;
 use crate::config::RouteMode;
 use crate::drain::Drain;
 use crate::metrics::Metrics;
@@ -102,6 +103,11 @@ impl ProxyHttp for Gateway {
         let RouteState::Token(TokenState::Forwarding { exchange, .. }) = &ctx.state else {
             return Ok(false);
         };
+        if let Some(v) = forwarded_for(ctx, session.req_header()) {
+            session
+                .req_header_mut()
+                .insert_header("X-Forwarded-For", v)?;
+        }
         ctx.timing.upstream_started = Some(Instant::now());
         let sent = token::forward(session, exchange, ctx.upstream(), &self.metrics).await?;
         match sent {
@@ -132,6 +138,9 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         let host = ctx.upstream().settings.host_header.as_str();
         upstream_request.insert_header(header::HOST, host)?;
+        if let Some(v) = forwarded_for(ctx, upstream_request) {
+            upstream_request.insert_header("X-Forwarded-For", v)?;
+        }
         ctx.timing.upstream_started = Some(Instant::now());
         if let RouteState::Discovery(d) = &ctx.state {
             d.upstream_request(upstream_request);
@@ -201,4 +210,24 @@ impl ProxyHttp for Gateway {
         let (env_ids, how) = (&settings.metrics_env_ids, settings.log_client_id);
         observe::finish(&self.metrics, &ctx.finished(sent, e), env_ids, how);
     }
+}
+
+/// The `X-Forwarded-For` the upstream receives, unless the operator turned it off
+/// (`server.forward_client_address`): see [`client_addr::forwarded_for`].
+fn forwarded_for(ctx: &Ctx, req: &RequestHeader) -> Option<String> {
+    let server = &ctx.rt.settings.server;
+    if !server.forward_client_address {
+        return None;
+    }
+    let received: Vec<&[u8]> = req
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    Some(client_addr::forwarded_for(
+        ctx.peer?,
+        &server.trusted_proxies,
+        &received,
+    ))
 }
