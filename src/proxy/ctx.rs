@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use pingora::Error;
 
@@ -92,6 +93,26 @@ impl Ctx {
 
     /// Takes what every request needs from its head: its ID, its client's address, and the
     /// keep-alive the connection gets.
+    /// The `X-Forwarded-For` the upstream receives, unless the operator turned it off
+    /// (`server.forward_client_address`): see [`client_addr::forwarded_for`].
+    pub fn forwarded_for(&self, req: &RequestHeader) -> Option<String> {
+        let server = &self.rt.settings.server;
+        if !server.forward_client_address {
+            return None;
+        }
+        let received: Vec<&[u8]> = req
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        Some(client_addr::forwarded_for(
+            self.peer?,
+            &server.trusted_proxies,
+            &received,
+        ))
+    }
+
     pub fn begin(&mut self, session: &mut Session) {
         let server = &self.rt.settings.server;
         let req = session.req_header();

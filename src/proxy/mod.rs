@@ -19,7 +19,6 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
-use crate::client_addr;
 use crate::config::RouteMode;
 use crate::drain::Drain;
 use crate::metrics::Metrics;
@@ -103,7 +102,7 @@ impl ProxyHttp for Gateway {
         let RouteState::Token(TokenState::Forwarding { exchange, .. }) = &ctx.state else {
             return Ok(false);
         };
-        if let Some(v) = forwarded_for(ctx, session.req_header()) {
+        if let Some(v) = ctx.forwarded_for(session.req_header()) {
             session
                 .req_header_mut()
                 .insert_header("X-Forwarded-For", v)?;
@@ -138,7 +137,7 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         let host = ctx.upstream().settings.host_header.as_str();
         upstream_request.insert_header(header::HOST, host)?;
-        if let Some(v) = forwarded_for(ctx, upstream_request) {
+        if let Some(v) = ctx.forwarded_for(upstream_request) {
             upstream_request.insert_header("X-Forwarded-For", v)?;
         }
         ctx.timing.upstream_started = Some(Instant::now());
@@ -210,24 +209,4 @@ impl ProxyHttp for Gateway {
         let (env_ids, how) = (&settings.metrics_env_ids, settings.log_client_id);
         observe::finish(&self.metrics, &ctx.finished(sent, e), env_ids, how);
     }
-}
-
-/// The `X-Forwarded-For` the upstream receives, unless the operator turned it off
-/// (`server.forward_client_address`): see [`client_addr::forwarded_for`].
-fn forwarded_for(ctx: &Ctx, req: &RequestHeader) -> Option<String> {
-    let server = &ctx.rt.settings.server;
-    if !server.forward_client_address {
-        return None;
-    }
-    let received: Vec<&[u8]> = req
-        .headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
-    Some(client_addr::forwarded_for(
-        ctx.peer?,
-        &server.trusted_proxies,
-        &received,
-    ))
 }
