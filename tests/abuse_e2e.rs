@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{BufReader, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -109,7 +109,7 @@ fn post(gw: &Gateway, body: &str) -> Message {
 
 /// The value of a metric series (name with labels, exactly as exposed), 0 when absent.
 fn metric(admin: SocketAddr, series: &str) -> f64 {
-    let mut s = TcpStream::connect(admin).unwrap();
+    let mut s = connect_when_listening(admin);
     s.set_read_timeout(Some(WAIT)).unwrap();
     write!(
         s,

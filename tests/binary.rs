@@ -517,7 +517,7 @@ fn sigterm_drains_readyz_503_and_connections_closed_after_their_answer_then_stop
     .unwrap();
     let mut child = spawn_gateway(&conf, port, None, &[]);
     let readyz = || {
-        let s = TcpStream::connect(admin).unwrap();
+        let s = connect_when_listening(admin);
         std::io::Write::write_all(
             &mut &s,
             b"GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
@@ -709,7 +709,7 @@ fn sighup_reloads_the_configuration_under_traffic_and_keeps_it_when_the_new_one_
     std::fs::write(&conf, "this is = not [ a configuration").unwrap();
     hup();
     let metrics = |name: &str| -> Option<String> {
-        let s = TcpStream::connect(admin).unwrap();
+        let s = connect_when_listening(admin);
         std::io::Write::write_all(
             &mut &s,
             b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
@@ -801,7 +801,7 @@ fn sighup_keeps_lockout_counters_and_remembered_secrets_while_their_settings_sta
             .status()
     };
     let generation = || -> String {
-        let s = TcpStream::connect(admin).unwrap();
+        let s = connect_when_listening(admin);
         std::io::Write::write_all(
             &mut &s,
             b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",

@@ -232,7 +232,7 @@ fn connections_beyond_the_caps_are_closed_at_once_and_counted() {
         .collect();
     assert!(probe(CLIENT), "beyond max_connections, closed at once");
     let metrics = {
-        let mut s = TcpStream::connect(admin).unwrap();
+        let mut s = connect_when_listening(admin);
         s.set_read_timeout(Some(WAIT)).unwrap();
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
             .unwrap();

@@ -20,6 +20,19 @@ use tokengate::config::Settings;
 /// machine; a passing test never waits for it.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Connects to a listener that may still be coming up (an admin listener starts beside the
+/// proxy): connecting is a readiness poll, bounded by [`WAIT`].
+pub fn connect_when_listening(addr: SocketAddr) -> TcpStream {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match TcpStream::connect(addr) {
+            Ok(s) => return s,
+            Err(e) if Instant::now() > deadline => panic!("connect {addr}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // HTTP messages.
 
