@@ -220,3 +220,47 @@ fn http_1_0_clients_get_the_answer_with_its_length() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.body_str(), TOKEN_JSON);
 }
+
+/// An upstream with several addresses (`addresses`, in place of resolving the URL's host): the
+/// token route (the gateway's own client) and an untouched route (Pingora's proxy path) use each
+/// in turn; an address where nothing listens costs no request, the next address is tried.
+#[test]
+fn several_addresses_are_used_in_turn_and_a_dead_one_costs_no_request() {
+    let a = Upstream::start(Behaviour::default());
+    let b = Upstream::start(Behaviour::default());
+    let toml = |addrs: &[std::net::SocketAddr]| {
+        let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+        format!(
+            "default_upstream = \"up\"\n[upstreams.up]\nurl = \"http://idp.invalid:9\"\n\
+             addresses = [{}]\nconnect_timeout = \"1s\"\ntotal_connection_timeout = \"1s\"\n{}",
+            list.join(", "),
+            token_route("to_basic")
+        )
+    };
+    let other = b"GET /other HTTP/1.1\r\nHost: gw\r\n\r\n";
+    let gw = Gateway::start_with(&toml(&[a.addr, b.addr]), "");
+    for _ in 0..4 {
+        assert_eq!(token(&gw).status(), 200);
+    }
+    for _ in 0..4 {
+        assert_eq!(gw.send(other).status(), 200);
+    }
+    let (to_a, to_b) = (a.wait_for(4), b.wait_for(4));
+    assert_eq!((to_a.len(), to_b.len()), (4, 4));
+    for got in [&to_a, &to_b] {
+        assert_eq!(got.iter().filter(|m| m.target() == "/other").count(), 2);
+        assert!(got
+            .iter()
+            .all(|m| m.header("host").as_deref() == Some("idp.invalid:9")));
+    }
+    drop(gw);
+
+    // Nothing listens at `dead`: every request still reaches `a`.
+    let dead = free_addr();
+    let gw = Gateway::start_with(&toml(&[dead, a.addr]), "");
+    for _ in 0..6 {
+        assert_eq!(token(&gw).status(), 200);
+        assert_eq!(gw.send(other).status(), 200);
+    }
+    assert_eq!(a.wait_for(4 + 12).len(), 16);
+}

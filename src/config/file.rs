@@ -136,6 +136,7 @@ pub(super) struct FileToken {
 #[serde(deny_unknown_fields)]
 pub(super) struct FileUpstream {
     pub(super) url: String,
+    pub(super) addresses: Option<Vec<String>>,
     pub(super) host: Option<String>,
     pub(super) basic_encoding: Option<FileEncoding>,
     #[serde(default, deserialize_with = "duration")]

@@ -526,7 +526,28 @@ fn lower_upstream(
         Some(h) => h,
         None => d.host_header.clone(),
     };
+    let addresses = match &u.addresses {
+        None => Vec::new(),
+        Some(list) if list.is_empty() => {
+            return Err(invalid(
+                format!("{key}.addresses"),
+                "must list at least one address (or be left out to resolve the URL's host)",
+            ))
+        }
+        Some(list) => list
+            .iter()
+            .map(|a| {
+                a.parse::<SocketAddr>().map_err(|_| {
+                    invalid(
+                        format!("{key}.addresses"),
+                        format!("{a:?} is not an IP address with a port, like \"10.0.0.5:443\""),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
     let settings = UpstreamSettings {
+        addresses,
         host_header,
         basic_encoding: match u.basic_encoding {
             None => d.basic_encoding,

@@ -208,6 +208,26 @@ mod tests {
     }
 
     #[test]
+    fn upstream_addresses_replace_resolution_and_are_checked() {
+        let with = |list: &str| format!("{MINIMAL}addresses = {list}\n");
+        let s = Settings::parse(&with("[\"127.0.0.2:9000\", \"[::1]:9001\"]")).unwrap();
+        let up = &s.upstreams[s.default_upstream];
+        assert_eq!(up.addresses.len(), 2);
+        assert_eq!(up.host, "127.0.0.1");
+        for (list, what) in [
+            ("[]", "at least one address"),
+            ("[\"10.0.0.5\"]", "not an IP address with a port"),
+            ("[\"idp.example:443\"]", "not an IP address with a port"),
+        ] {
+            let e = err(&with(list));
+            assert!(
+                e.contains("upstreams.idp.addresses") && e.contains(what),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn upstream_urls_are_checked() {
         for (url, what) in [
             ("ftp://x", "scheme"),

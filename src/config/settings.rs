@@ -82,6 +82,8 @@ impl std::fmt::Debug for AdminSettings {
 
 /// Where client records come from.
 #[derive(Debug, Clone)]
+// One per configuration: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum ClientSource {
     /// A TOML or JSON file (a relative path is relative to the configuration file).
     File(PathBuf),
@@ -240,6 +242,8 @@ pub struct UpstreamSettings {
     /// Host name or IP literal to connect to (also the TLS SNI).
     pub host: String,
     pub port: u16,
+    /// The addresses to connect to, in place of resolving `host` (still the TLS name).
+    pub addresses: Vec<SocketAddr>,
     /// The `Host` header sent upstream.
     pub host_header: String,
     pub basic_encoding: BasicEncoding,
@@ -263,6 +267,7 @@ impl UpstreamSettings {
             tls,
             host,
             port,
+            addresses: Vec::new(),
             host_header,
             basic_encoding: BasicEncoding::Rfc6749,
             connect_timeout: Duration::from_secs(2),

@@ -3,7 +3,8 @@
 //!
 //! What it promises, because token requests are not idempotent (an authorization code works once):
 //! a request is never sent twice. Only a connection that failed before any byte was written is
-//! tried again: a connect failure (once), or a pooled connection the server had closed (found so
+//! tried again: a connect failure (once, on the upstream's next address if it has several), or a
+//! pooled connection the server had closed (found so
 //! when checked out, or when the first write fails). Once a byte went out, a failure is the
 //! client's 502 or 504.
 
@@ -89,17 +90,30 @@ pub async fn round_trip(
     up: &Upstream,
     mut build: impl FnMut() -> Result<SecretBytes, OAuthError>,
 ) -> Result<Answer, ExchangeError> {
-    let addr = up.address().ok_or(ExchangeError::NoAddress)?;
+    let mut addr = up.pick().ok_or(ExchangeError::NoAddress)?.addr;
     let s = &up.settings;
     let mut connect_failures = 0;
     loop {
         let (mut conn, pooled) = match up.pool.take(addr, s.idle_timeout) {
             Some(conn) => (conn, true),
             None => match up.connector.connect(addr).await {
-                Ok(conn) => (conn, false),
-                Err(ConnectError::Refused(_)) if connect_failures == 0 => {
-                    connect_failures += 1;
-                    continue;
+                Ok(conn) => {
+                    up.connected(addr);
+                    (conn, false)
+                }
+                Err(e @ (ConnectError::Refused(_) | ConnectError::Timeout)) => {
+                    up.connect_failed(addr);
+                    // Once: the next address (a single one: again, if it refused).
+                    let next = up.pick_after(addr).map(|t| t.addr);
+                    let retry = matches!(e, ConnectError::Refused(_)) || next != Some(addr);
+                    match next {
+                        Some(next) if connect_failures == 0 && retry => {
+                            connect_failures += 1;
+                            addr = next;
+                            continue;
+                        }
+                        _ => return Err(ExchangeError::Connect(e)),
+                    }
                 }
                 Err(e) => return Err(ExchangeError::Connect(e)),
             },

@@ -28,6 +28,10 @@ pub struct Ctx {
     pub client_ip: Option<IpAddr>,
     /// The address the connection comes from (a proxy's, behind one).
     pub peer: Option<IpAddr>,
+    /// Where Pingora's proxy path connects (untouched and discovery routes).
+    pub upstream_addr: Option<std::net::SocketAddr>,
+    /// Whether a failed upstream connection was tried again already.
+    pub connect_retried: bool,
     /// The route the path matched; `None`: the default upstream, untouched.
     pub route: Option<Routed>,
     /// What the route's kind keeps between phases.
@@ -80,6 +84,8 @@ impl Ctx {
             request_id: String::new(),
             client_ip: None,
             peer: None,
+            upstream_addr: None,
+            connect_retried: false,
             route: None,
             state: RouteState::Passthrough,
             timing: Timing {

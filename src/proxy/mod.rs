@@ -124,9 +124,30 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        ctx.upstream().peer().ok_or_else(|| {
+        let peer = ctx.upstream().peer().ok_or_else(|| {
             Error::explain(ErrorType::ConnectNoRoute, "upstream host not resolved").into_up()
-        })
+        })?;
+        ctx.upstream_addr = peer_addr(&peer);
+        Ok(peer)
+    }
+
+    /// A failed connection counts against its address, and is tried once more (on the next
+    /// address, if the upstream has several): nothing of the request was sent yet.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(addr) = peer_addr(peer) {
+            ctx.upstream().connect_failed(addr);
+        }
+        if !ctx.connect_retried {
+            ctx.connect_retried = true;
+            e.set_retry(true);
+        }
+        e
     }
 
     async fn upstream_request_filter(
@@ -154,6 +175,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         ctx.outcome.upstream_status = Some(upstream_response.status.as_u16());
+        if let Some(addr) = ctx.upstream_addr {
+            ctx.upstream().connected(addr);
+        }
         if let RouteState::Discovery(d) = &mut ctx.state {
             d.upstream_response(session.req_header(), upstream_response)?;
         }
@@ -208,5 +232,13 @@ impl ProxyHttp for Gateway {
         let settings = &ctx.rt.settings;
         let (env_ids, how) = (&settings.metrics_env_ids, settings.log_client_id);
         observe::finish(&self.metrics, &ctx.finished(sent, e), env_ids, how);
+    }
+}
+
+/// The address a peer connects to.
+fn peer_addr(peer: &HttpPeer) -> Option<std::net::SocketAddr> {
+    match peer._address {
+        pingora::protocols::l4::socket::SocketAddr::Inet(a) => Some(a),
+        _ => None,
     }
 }
