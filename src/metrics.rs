@@ -6,8 +6,8 @@
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::runtime::Shared;
@@ -130,6 +130,7 @@ impl Metrics {
             connections_refused.with_label_values(&[reason]);
         }
         registry.register(Box::new(ClientMetrics::new(shared.clone())?))?;
+        registry.register(Box::new(UpstreamMetrics::new(shared.clone())?))?;
         for result in ["ok", "failed"] {
             config_reloads.with_label_values(&[result]);
         }
@@ -332,5 +333,50 @@ impl Collector for ClientMetrics {
             }
         }
         out
+    }
+}
+
+/// `tokengate_upstream_addresses{upstream, state}`: each upstream's addresses in use (`in`) and
+/// left out after repeated connection failures (`out`), read at scrape time.
+struct UpstreamMetrics {
+    shared: Shared,
+    desc: Desc,
+}
+
+const UPSTREAM_ADDRESSES: (&str, &str) = (
+    "tokengate_upstream_addresses",
+    "Addresses of each upstream: in use (state=in) or left out after repeated connection \
+     failures (state=out).",
+);
+
+impl UpstreamMetrics {
+    fn new(shared: Shared) -> Result<UpstreamMetrics, prometheus::Error> {
+        let desc = Desc::new(
+            UPSTREAM_ADDRESSES.0.to_string(),
+            UPSTREAM_ADDRESSES.1.to_string(),
+            vec!["upstream".to_string(), "state".to_string()],
+            Default::default(),
+        )?;
+        Ok(UpstreamMetrics { shared, desc })
+    }
+}
+
+impl Collector for UpstreamMetrics {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let opts = Opts::new(UPSTREAM_ADDRESSES.0, UPSTREAM_ADDRESSES.1);
+        let Ok(g) = IntGaugeVec::new(opts, &["upstream", "state"]) else {
+            return Vec::new();
+        };
+        for up in &self.shared.load().resolved {
+            let (ok, out) = up.address_states();
+            let name = up.settings.name.as_str();
+            g.with_label_values(&[name, "in"]).set(ok as i64);
+            g.with_label_values(&[name, "out"]).set(out as i64);
+        }
+        g.collect()
     }
 }

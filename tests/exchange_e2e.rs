@@ -255,12 +255,31 @@ fn several_addresses_are_used_in_turn_and_a_dead_one_costs_no_request() {
     }
     drop(gw);
 
-    // Nothing listens at `dead`: every request still reaches `a`.
+    // Nothing listens at `dead`: every request still reaches `a`, and `dead` is left out.
     let dead = free_addr();
-    let gw = Gateway::start_with(&toml(&[dead, a.addr]), "");
+    let admin = free_addr();
+    let gw = Gateway::start_with(
+        &format!("{}\n[admin]\nlisten = \"{admin}\"\n", toml(&[dead, a.addr])),
+        "",
+    );
     for _ in 0..6 {
         assert_eq!(token(&gw).status(), 200);
         assert_eq!(gw.send(other).status(), 200);
     }
     assert_eq!(a.wait_for(4 + 12).len(), 16);
+    let mut s = connect_when_listening(admin);
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let metrics = read_message(&mut BufReader::new(s), false)
+        .unwrap()
+        .unwrap()
+        .body_str();
+    // (An address stays out for 10 s: far longer than this test takes.)
+    for series in [
+        "tokengate_upstream_addresses{state=\"in\",upstream=\"up\"} 1",
+        "tokengate_upstream_addresses{state=\"out\",upstream=\"up\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == series), "{series}\n{metrics}");
+    }
 }

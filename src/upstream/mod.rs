@@ -145,6 +145,17 @@ impl Upstream {
         self.targets.load().iter().map(|t| t.addr).collect()
     }
 
+    /// How many addresses are in use and how many of them are taken out now.
+    pub fn address_states(&self) -> (usize, usize) {
+        let targets = self.targets.load();
+        let now = self.now_ms();
+        let out = targets
+            .iter()
+            .filter(|t| t.out_until_ms.load(Ordering::Relaxed) > now)
+            .count();
+        (targets.len() - out, out)
+    }
+
     /// A connection to `addr` was made: its failures are forgotten.
     pub fn connected(&self, addr: SocketAddr) {
         if let Some(t) = self.targets.load().iter().find(|t| t.addr == addr) {
@@ -277,6 +288,7 @@ mod tests {
         assert!((0..4).any(|_| up.pick().unwrap().addr == bad));
         up.connect_failed(bad);
         assert!((0..6).all(|_| up.pick().unwrap().addr != bad));
+        assert_eq!(up.address_states(), (1, 1));
         assert_eq!(
             up.pick_after(a("127.0.0.3:9000")).unwrap().addr,
             a("127.0.0.3:9000")
