@@ -534,17 +534,7 @@ fn lower_upstream(
                 "must list at least one address (or be left out to resolve the URL's host)",
             ))
         }
-        Some(list) => list
-            .iter()
-            .map(|a| {
-                a.parse::<SocketAddr>().map_err(|_| {
-                    invalid(
-                        format!("{key}.addresses"),
-                        format!("{a:?} is not an IP address with a port, like \"10.0.0.5:443\""),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?,
+        Some(list) => socket_addrs(&format!("{key}.addresses"), list)?,
     };
     let settings = UpstreamSettings {
         addresses,

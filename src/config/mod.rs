@@ -216,8 +216,8 @@ mod tests {
         assert_eq!(up.host, "127.0.0.1");
         for (list, what) in [
             ("[]", "at least one address"),
-            ("[\"10.0.0.5\"]", "not an IP address with a port"),
-            ("[\"idp.example:443\"]", "not an IP address with a port"),
+            ("[\"10.0.0.5\"]", "is not an IP:port address"),
+            ("[\"idp.example:443\"]", "is not an IP:port address"),
         ] {
             let e = err(&with(list));
             assert!(
