@@ -131,6 +131,25 @@ impl OAuthError {
         )
     }
 
+    /// 500: the gateway could not make a client assertion for the upstream (no key that signs, a
+    /// record it may not sign for).
+    pub const fn assertion_failed() -> Self {
+        Self::new(
+            500,
+            ErrorCode::ServerError,
+            "the gateway could not authenticate the client to the authorization server",
+        )
+    }
+
+    /// 500: the gateway could not build the request for the upstream.
+    pub const fn request_unbuildable() -> Self {
+        Self::new(
+            500,
+            ErrorCode::ServerError,
+            "the gateway could not build the request",
+        )
+    }
+
     /// 504: connect, read or write timeout towards the upstream.
     pub const fn upstream_timeout() -> Self {
         Self::new(

@@ -19,7 +19,7 @@ use crate::exchange::{self, Assertion, BuildError, Exchange, Signer};
 use crate::metrics::Metrics;
 use crate::observe;
 use crate::observe::Action;
-use crate::protocol::{self, token, AuthMethod, BodyLimit, ErrorCode, MethodSeen, OAuthError};
+use crate::protocol::{self, token, AuthMethod, BodyLimit, MethodSeen, OAuthError};
 use crate::runtime::Runtime;
 use crate::upstream::Upstream;
 
@@ -90,19 +90,11 @@ pub async fn forward(
     let req = session.req_header_mut();
     let build = || match exchange.request(req, host) {
         Ok(request) => Ok(request),
-        Err(BuildError::Head(_)) => Err(OAuthError::new(
-            500,
-            ErrorCode::ServerError,
-            "the gateway could not build the request",
-        )),
+        Err(BuildError::Head(_)) => Err(OAuthError::request_unbuildable()),
         Err(BuildError::Sign(e)) => {
             metrics.signing_failures.inc();
             tracing::warn!(error = %e, "a client assertion could not be signed");
-            Err(OAuthError::new(
-                500,
-                ErrorCode::ServerError,
-                "the gateway could not authenticate the client to the authorization server",
-            ))
+            Err(OAuthError::assertion_failed())
         }
     };
     let result = client::round_trip(up, build).await;
@@ -279,11 +271,7 @@ async fn decide(
                 env_id,
                 "private_key_jwt record on a route that does not verify secrets"
             );
-            return Err(OAuthError::new(
-                500,
-                ErrorCode::ServerError,
-                "the gateway could not authenticate the client to the authorization server",
-            ));
+            return Err(OAuthError::assertion_failed());
         }
         _ => None,
     };
