@@ -479,12 +479,11 @@ impl Extracted {
         }
         let found = self.found;
         let (method_seen, authorization, mut new_body) = match self.header {
-            Some(Authorization::Basic(creds)) => {
-                let drop: Vec<usize> = found.client_id.iter().map(|(i, _)| *i).collect();
-                let mut b = without_pieces(body, &drop);
-                append_param(&mut b, b"client_id", &creds.client_id);
-                (MethodSeen::BASIC, HeaderChange::Remove, b)
-            }
+            Some(Authorization::Basic(creds)) => (
+                MethodSeen::BASIC,
+                HeaderChange::Remove,
+                with_client_id_last(body, &found, &creds.client_id),
+            ),
             _ => match (&found.client_id, &found.client_secret) {
                 (Some(_), Some((secret_at, _))) => (
                     MethodSeen::POST,
@@ -573,10 +572,7 @@ fn basic_to(
             })
         }
         Conversion::ToPost => {
-            // Drop a body client_id (equal to the Basic one, checked above), then append both.
-            let drop: Vec<usize> = found.client_id.iter().map(|(i, _)| *i).collect();
-            let mut new_body = without_pieces(body, &drop);
-            append_param(&mut new_body, b"client_id", &creds.client_id);
+            let mut new_body = with_client_id_last(body, found, &creds.client_id);
             append_param(&mut new_body, b"client_secret", &creds.secret);
             Ok(Forward {
                 method_seen: MethodSeen::BASIC,
@@ -610,6 +606,15 @@ fn post_to(
             })
         }
     }
+}
+
+/// The body of a Basic request with the client's id moved into it: a body `client_id` (equal to
+/// the Basic one, checked by `extract`) dropped, `client_id` appended; every other byte kept.
+fn with_client_id_last(body: &[u8], found: &BodyCredentials, client_id: &[u8]) -> Vec<u8> {
+    let drop: Vec<usize> = found.client_id.iter().map(|(i, _)| *i).collect();
+    let mut out = without_pieces(body, &drop);
+    append_param(&mut out, b"client_id", client_id);
+    out
 }
 
 /// The body with the given `&`-pieces removed; every other byte kept, in order.
