@@ -124,11 +124,11 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let peer = ctx.upstream().peer().ok_or_else(|| {
+        let target = ctx.upstream().pick().ok_or_else(|| {
             Error::explain(ErrorType::ConnectNoRoute, "upstream host not resolved").into_up()
         })?;
-        ctx.upstream_addr = peer_addr(&peer);
-        Ok(peer)
+        ctx.upstream_addr = Some(target.addr);
+        Ok(target.peer())
     }
 
     /// A failed connection counts against its address, and is tried once more (on the next
@@ -136,11 +136,12 @@ impl ProxyHttp for Gateway {
     fn fail_to_connect(
         &self,
         _session: &mut Session,
-        peer: &HttpPeer,
+        _peer: &HttpPeer,
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(addr) = peer_addr(peer) {
+        // The address `upstream_peer` just chose.
+        if let Some(addr) = ctx.upstream_addr {
             ctx.upstream().connect_failed(addr);
         }
         if !ctx.connect_retried {
@@ -232,13 +233,5 @@ impl ProxyHttp for Gateway {
         let settings = &ctx.rt.settings;
         let (env_ids, how) = (&settings.metrics_env_ids, settings.log_client_id);
         observe::finish(&self.metrics, &ctx.finished(sent, e), env_ids, how);
-    }
-}
-
-/// The address a peer connects to.
-fn peer_addr(peer: &HttpPeer) -> Option<std::net::SocketAddr> {
-    match peer._address {
-        pingora::protocols::l4::socket::SocketAddr::Inet(a) => Some(a),
-        _ => None,
     }
 }

@@ -39,6 +39,13 @@ pub struct Target {
     out_until_ms: AtomicU64,
 }
 
+impl Target {
+    /// A peer to this address for one request (Pingora's proxy path).
+    pub fn peer(&self) -> Box<HttpPeer> {
+        Box::new((*self.peer).clone())
+    }
+}
+
 /// One upstream: its addresses, and the pool and connector of the gateway's own client (token
 /// routes).
 pub struct Upstream {
@@ -132,7 +139,7 @@ impl Upstream {
 
     /// A peer for one request (see [`Upstream::pick`]).
     pub fn peer(&self) -> Option<Box<HttpPeer>> {
-        self.pick().map(|t| Box::new((*t.peer).clone()))
+        self.pick().map(|t| t.peer())
     }
 
     /// An address of the upstream (`None` while the host has never resolved).
