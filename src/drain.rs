@@ -59,36 +59,40 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    struct Once(ShutdownSignal);
+    /// A signal that has come already: SIGTERM (`true`) or a fast stop.
+    struct Came(bool);
 
     #[async_trait]
-    impl ShutdownSignalWatch for Once {
+    impl ShutdownSignalWatch for Came {
         async fn recv(&self) -> ShutdownSignal {
-            match self.0 {
-                ShutdownSignal::GracefulTerminate => ShutdownSignal::GracefulTerminate,
-                _ => ShutdownSignal::FastShutdown,
+            if self.0 {
+                ShutdownSignal::GracefulTerminate
+            } else {
+                ShutdownSignal::FastShutdown
             }
         }
     }
 
-    fn shared(drain_delay: Duration) -> Shared {
+    /// A watch over a signal that has come (SIGTERM: `terminate`), with `drain_delay` configured.
+    fn watching(terminate: bool, drain_delay: Duration) -> (DrainingWatch, Arc<Drain>) {
         let mut settings = crate::config::Settings::parse(
             "default_upstream = \"idp\"\n[upstreams.idp]\nurl = \"http://127.0.0.1:9\"\n",
         )
         .unwrap();
         settings.server.drain_delay = drain_delay;
         let rt = crate::runtime::Runtime::build(settings, 1, None).unwrap();
-        Arc::new(arc_swap::ArcSwap::from_pointee(rt))
+        let drain = Arc::new(Drain::default());
+        let watch = DrainingWatch {
+            inner: Box::new(Came(terminate)),
+            drain: drain.clone(),
+            shared: Arc::new(arc_swap::ArcSwap::from_pointee(rt)),
+        };
+        (watch, drain)
     }
 
     #[tokio::test(start_paused = true)]
     async fn sigterm_drains_for_the_delay_and_a_fast_stop_does_not() {
-        let drain = Arc::new(Drain::default());
-        let watch = DrainingWatch {
-            inner: Box::new(Once(ShutdownSignal::GracefulTerminate)),
-            drain: drain.clone(),
-            shared: shared(Duration::from_secs(5)),
-        };
+        let (watch, drain) = watching(true, Duration::from_secs(5));
         let started = tokio::time::Instant::now();
         let recv = watch.recv();
         tokio::pin!(recv);
@@ -98,23 +102,13 @@ mod tests {
         assert!(matches!(recv.await, ShutdownSignal::GracefulTerminate));
         assert_eq!(started.elapsed(), Duration::from_secs(5));
 
-        let fast = Arc::new(Drain::default());
-        let watch = DrainingWatch {
-            inner: Box::new(Once(ShutdownSignal::FastShutdown)),
-            drain: fast.clone(),
-            shared: shared(Duration::from_secs(5)),
-        };
+        let (watch, fast) = watching(false, Duration::from_secs(5));
         let started = tokio::time::Instant::now();
         assert!(matches!(watch.recv().await, ShutdownSignal::FastShutdown));
         assert!(!fast.is_draining());
         assert_eq!(started.elapsed(), Duration::ZERO);
 
-        let none = Arc::new(Drain::default());
-        let watch = DrainingWatch {
-            inner: Box::new(Once(ShutdownSignal::GracefulTerminate)),
-            drain: none.clone(),
-            shared: shared(Duration::ZERO),
-        };
+        let (watch, none) = watching(true, Duration::ZERO);
         assert!(matches!(
             watch.recv().await,
             ShutdownSignal::GracefulTerminate

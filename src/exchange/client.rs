@@ -4,9 +4,8 @@
 //! What it promises, because token requests are not idempotent (an authorization code works once):
 //! a request is never sent twice. Only a connection that failed before any byte was written is
 //! tried again: a connect failure (once, on the upstream's next address if it has several), or a
-//! pooled connection the server had closed (found so
-//! when checked out, or when the first write fails). Once a byte went out, a failure is the
-//! client's 502 or 504.
+//! pooled connection the server had closed (found so when checked out, or when the first write
+//! fails). Once a byte went out, a failure is the client's 502 or 504.
 
 use std::io;
 use std::time::Duration;

@@ -97,8 +97,6 @@ impl Ctx {
         }
     }
 
-    /// Takes what every request needs from its head: its ID, its client's address, and the
-    /// keep-alive the connection gets.
     /// The `X-Forwarded-For` the upstream receives, unless the operator turned it off
     /// (`server.forward_client_address`): see [`client_addr::forwarded_for`].
     pub fn forwarded_for(&self, req: &RequestHeader) -> Option<String> {
@@ -119,6 +117,8 @@ impl Ctx {
         ))
     }
 
+    /// Takes what every request needs from its head: its ID, its client's address, and the
+    /// keep-alive the connection gets.
     pub fn begin(&mut self, session: &mut Session) {
         let server = &self.rt.settings.server;
         let req = session.req_header();
