@@ -240,9 +240,17 @@ impl ClientMetrics {
         let plain = CACHE_COUNTERS
             .iter()
             .chain(GAUGES.iter())
-            .chain([&VERIFICATIONS_REFUSED])
+            .chain([&VERIFICATIONS_REFUSED, &STORE_SKIPPED, &STORE_BREAKER])
             .map(|&(name, help)| (name, help, vec![]));
-        let labelled = [(VERIFICATIONS.0, VERIFICATIONS.1, vec!["kind".to_string()])];
+        let labelled = [
+            (VERIFICATIONS.0, VERIFICATIONS.1, vec!["kind".to_string()]),
+            (STORE_ERRORS.0, STORE_ERRORS.1, vec!["kind".to_string()]),
+            (
+                STORE_FALLBACKS.0,
+                STORE_FALLBACKS.1,
+                vec!["action".to_string()],
+            ),
+        ];
         let descs = plain
             .chain(labelled)
             .map(|(name, help, labels)| {
@@ -268,6 +276,30 @@ const VERIFICATIONS: (&str, &str) = (
 const VERIFICATIONS_REFUSED: (&str, &str) = (
     "tokengate_verifications_refused_total",
     "Requests answered 503 because too many argon2id verifications were waiting.",
+);
+
+/// `tokengate_lockout_store_errors_total{kind}` (`kind`: `error`, `timeout`).
+const STORE_ERRORS: (&str, &str) = (
+    "tokengate_lockout_store_errors_total",
+    "Calls to the shared lockout store (Redis) that failed (kind=error) or took longer than \
+     lockout.store_timeout (kind=timeout).",
+);
+
+/// `tokengate_lockout_store_fallbacks_total{action}` (`action`: `local`, `refused`).
+const STORE_FALLBACKS: (&str, &str) = (
+    "tokengate_lockout_store_fallbacks_total",
+    "Lockout decisions taken without the shared store: by the process's own counters \
+     (action=local) or by refusing with 503 (action=refused), per lockout.on_store_error.",
+);
+
+const STORE_SKIPPED: (&str, &str) = (
+    "tokengate_lockout_store_skipped_total",
+    "Calls to the shared lockout store not made because its circuit breaker was open.",
+);
+
+const STORE_BREAKER: (&str, &str) = (
+    "tokengate_lockout_store_breaker_open",
+    "1 while calls to the shared lockout store are skipped after repeated failures.",
 );
 
 const GAUGES: [(&str, &str); 2] = [
@@ -324,6 +356,37 @@ impl Collector for ClientMetrics {
                 c.with_label_values(&[kind]).inc_by(n);
             }
             out.extend(c.collect());
+        }
+        let store = validator.limiter().stats();
+        if store.shared {
+            if let Ok(c) = IntCounter::new(STORE_SKIPPED.0, STORE_SKIPPED.1) {
+                c.inc_by(store.skipped);
+                out.extend(c.collect());
+            }
+            let labelled = [
+                (
+                    STORE_ERRORS,
+                    "kind",
+                    [("error", store.errors), ("timeout", store.timeouts)],
+                ),
+                (
+                    STORE_FALLBACKS,
+                    "action",
+                    [("local", store.fell_back), ("refused", store.refused)],
+                ),
+            ];
+            for ((name, help), label, values) in labelled {
+                if let Ok(c) = IntCounterVec::new(Opts::new(name, help), &[label]) {
+                    for (value, n) in values {
+                        c.with_label_values(&[value]).inc_by(n);
+                    }
+                    out.extend(c.collect());
+                }
+            }
+            if let Ok(g) = IntGauge::new(STORE_BREAKER.0, STORE_BREAKER.1) {
+                g.set(i64::from(store.breaker_open));
+                out.extend(g.collect());
+            }
         }
         let gauges = [stats.records as i64, stats.file_generation as i64];
         for ((name, help), v) in GAUGES.into_iter().zip(gauges) {

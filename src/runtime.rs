@@ -9,8 +9,13 @@ use crate::assertion::SigningKeys;
 use crate::clients::record::ClientRecord;
 use crate::clients::store::ClientStore;
 use crate::clients::verifier::{Verifier, VerifierConfig};
-use crate::config::{ClientsSettings, RouteMode, Settings, TokenMode};
-use crate::lockout::{FailureLimiter, LocalLimiter, LockoutConfig};
+use crate::config::{
+    ClientsSettings, LockoutSettings, RouteMode, Settings, StoreFallback, TokenMode,
+};
+use crate::lockout::redis::Target;
+use crate::lockout::{
+    FailureLimiter, LocalLimiter, LockoutConfig, OnStoreError, SharedLimiter, StoreConfig,
+};
 use crate::protocol::AuthMethod;
 use crate::upstream::Upstream;
 use crate::validate::Validator;
@@ -119,6 +124,36 @@ pub fn check_signing_records<'r>(
     Ok(())
 }
 
+/// The lockout counters of `l`: in-process, or in the shared store it names.
+fn build_limiter(l: &LockoutSettings) -> Result<Arc<dyn FailureLimiter>, String> {
+    let config = LockoutConfig {
+        window: l.window,
+        max_failures_per_client: l.max_failures_per_client,
+        max_failures_per_ip: l.max_failures_per_ip,
+    };
+    let Some(store) = &l.store else {
+        return Ok(Arc::new(LocalLimiter::new(config)));
+    };
+    let shared = StoreConfig {
+        target: Target {
+            url: store.url.as_str().to_string(),
+            password: store.password.as_ref().map(|p| p.as_str().to_string()),
+            ca_pem: store.ca_pem.clone(),
+            key_prefix: store.key_prefix.clone(),
+        },
+        timeout: store.timeout,
+        cooldown: store.cooldown,
+        on_error: match store.on_error {
+            StoreFallback::Local => OnStoreError::Local,
+            StoreFallback::Closed => OnStoreError::Closed,
+        },
+    };
+    let limiter = SharedLimiter::new(config, &shared)
+        .map_err(|e| format!("lockout.store ({}): {e}", store.display))?;
+    tracing::info!(store = %store.display, "lockout counters shared in Redis");
+    Ok(Arc::new(limiter))
+}
+
 /// The validator of `c`'s client records, keeping `previous`'s verifier and limiter where their
 /// settings are unchanged.
 fn build_validator(c: &ClientsSettings, previous: Option<&Runtime>) -> Result<Validator, String> {
@@ -132,16 +167,9 @@ fn build_validator(c: &ClientsSettings, previous: Option<&Runtime>) -> Result<Va
         Some((_, v)) if v.verifier().config() == config => v.verifier().clone(),
         _ => Arc::new(Verifier::new(config)),
     };
-    let limiter: Arc<dyn FailureLimiter> = match before {
+    let limiter = match before {
         Some((old, v)) if old.lockout == c.lockout => v.limiter().clone(),
-        _ => {
-            let l = c.lockout;
-            Arc::new(LocalLimiter::new(LockoutConfig {
-                window: l.window,
-                max_failures_per_client: l.max_failures_per_client,
-                max_failures_per_ip: l.max_failures_per_ip,
-            }))
-        }
+        _ => build_limiter(&c.lockout)?,
     };
     Ok(Validator::new(ClientStore::open(c)?, verifier, limiter))
 }

@@ -23,13 +23,12 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::clients::policy::{self, authentication_failed};
 use crate::clients::secret::SecretSpec;
 use crate::clients::store::{ClientKey, ClientRecord, ClientStore, Lookup};
 use crate::clients::verifier::{Flights, Key, Verdict, Verifier};
-use crate::lockout::{FailureLimiter, Who};
+use crate::lockout::{FailureLimiter, Refusal, Who};
 use crate::protocol::{
     AuthMethod, Endpoint, Extracted, GrantCheck, MethodSeen, OAuthError, Reading,
 };
@@ -54,7 +53,7 @@ pub struct Verified {
 enum Attempt {
     Match,
     NoMatch,
-    Locked(Duration),
+    Refused(Refusal),
     Busy,
 }
 
@@ -127,7 +126,7 @@ impl Validator {
         };
         let failed = authentication_failed(tried_basic);
         if !plausible_client_id(client_id) {
-            self.fail_unverified(&who)?;
+            self.fail_unverified(&who).await?;
             return Err(failed);
         }
         let record = match self.store.lookup(&ClientKey::new(env_id, client_id)).await {
@@ -140,12 +139,10 @@ impl Validator {
         let verified = if method == AuthMethod::None {
             // A public client: no secret to guess, so nothing to verify, either way.
             let Some(r) = usable else {
-                self.fail_unverified(&who)?;
+                self.fail_unverified(&who).await?;
                 return Err(failed);
             };
-            if let Some(retry) = self.limiter.check(&who) {
-                return Err(OAuthError::locked_out(retry));
-            }
+            self.limiter.check(&who).await.map_err(refused)?;
             (r, Reading::Standard)
         } else {
             let readings = readings(x);
@@ -221,7 +218,7 @@ impl Validator {
             match self.attempt(who, key, spec, presented).await {
                 Attempt::Match => return Ok(Some(reading)),
                 Attempt::NoMatch => {}
-                Attempt::Locked(retry) => return Err(OAuthError::locked_out(retry)),
+                Attempt::Refused(r) => return Err(refused(r)),
                 Attempt::Busy => return Err(OAuthError::verification_busy()),
             }
         }
@@ -239,19 +236,19 @@ impl Validator {
     ) -> Attempt {
         self.flights
             .run(key, || async {
-                let reservation = match self.limiter.reserve(who) {
+                let reservation = match self.limiter.reserve(who).await {
                     Ok(r) => r,
-                    Err(retry) => return Attempt::Locked(retry),
+                    Err(r) => return Attempt::Refused(r),
                 };
                 match self.verifier.run(spec, presented).await {
                     Verdict::Match => {
-                        self.limiter.release(reservation);
+                        self.limiter.release(reservation).await;
                         self.verifier.remember(&key);
                         Attempt::Match
                     }
                     Verdict::NoMatch => Attempt::NoMatch,
                     Verdict::Busy => {
-                        self.limiter.release(reservation);
+                        self.limiter.release(reservation).await;
                         Attempt::Busy
                     }
                 }
@@ -267,18 +264,27 @@ impl Validator {
         spec: &SecretSpec,
         presented: &[u8],
     ) -> Result<(), OAuthError> {
-        let reservation = self.limiter.reserve(who).map_err(OAuthError::locked_out)?;
+        let reservation = self.limiter.reserve(who).await.map_err(refused)?;
         if self.verifier.run(spec, presented).await == Verdict::Busy {
-            self.limiter.release(reservation);
+            self.limiter.release(reservation).await;
             return Err(OAuthError::verification_busy());
         }
         Ok(())
     }
 
     /// Counts a failure that needs no verification (`Err`: locked out).
-    fn fail_unverified(&self, who: &Who<'_>) -> Result<(), OAuthError> {
-        let _failure = self.limiter.reserve(who).map_err(OAuthError::locked_out)?;
+    async fn fail_unverified(&self, who: &Who<'_>) -> Result<(), OAuthError> {
+        let _failure = self.limiter.reserve(who).await.map_err(refused)?;
         Ok(())
+    }
+}
+
+/// The answer to a request the limiter lets no verification through for: 429 while locked
+/// out, 503 while a shared store cannot answer (`on_store_error = "closed"`).
+fn refused(r: Refusal) -> OAuthError {
+    match r {
+        Refusal::Locked(retry) => OAuthError::locked_out(retry),
+        Refusal::Unavailable => OAuthError::verification_busy(),
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use super::settings::{ClientIdLogging, KeyStatus, LogFormat};
+use super::settings::{ClientIdLogging, KeyStatus, LogFormat, StoreFallback};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +94,15 @@ pub(super) struct FileLockout {
     pub(super) window: Option<Duration>,
     pub(super) max_failures_per_client: Option<u32>,
     pub(super) max_failures_per_ip: Option<u32>,
+    pub(super) store: Option<String>,
+    pub(super) store_password: Option<String>,
+    pub(super) store_ca_file: Option<String>,
+    pub(super) store_key_prefix: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub(super) store_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub(super) store_cooldown: Option<Duration>,
+    pub(super) on_store_error: Option<StoreFallback>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,7 +12,7 @@ use super::file::*;
 use super::routes::{find_upstream, lower_route, RouteTargets};
 use super::settings::*;
 use super::{invalid, ConfigError, MAX_BODY_CAP};
-use crate::protocol::BasicEncoding;
+use crate::protocol::{BasicEncoding, SecretString};
 
 /// Resolves relative paths of a configuration file.
 pub(super) struct Base<'a>(pub(super) Option<&'a Path>);
@@ -132,7 +132,7 @@ fn lower_clients(
         }
     };
     let d = ClientsSettings::new(source);
-    let dl = d.lockout;
+    let dl = LockoutSettings::default();
     let mut settings = ClientsSettings {
         reload_interval: c.reload_interval.unwrap_or(d.reload_interval),
         registry_timeout: c.registry_timeout.unwrap_or(d.registry_timeout),
@@ -153,6 +153,7 @@ fn lower_clients(
                 .max_failures_per_client
                 .unwrap_or(dl.max_failures_per_client),
             max_failures_per_ip: l.max_failures_per_ip.unwrap_or(dl.max_failures_per_ip),
+            store: lower_lockout_store(&l, base)?,
         },
         ..d
     };
@@ -260,6 +261,149 @@ fn lower_admin(a: FileAdmin) -> Result<AdminSettings, ConfigError> {
 }
 
 /// Durations that must be greater than zero, named `{section}.{field}` when one is not.
+/// `[lockout] store` and its `store_*` companions: a `redis://` or `rediss://` URL (or `env:NAME`
+/// holding one), a password only from the environment.
+fn lower_lockout_store(
+    l: &FileLockout,
+    base: &Base<'_>,
+) -> Result<Option<LockoutStore>, ConfigError> {
+    let Some(store) = &l.store else {
+        let companion = [
+            ("store_password", l.store_password.is_some()),
+            ("store_ca_file", l.store_ca_file.is_some()),
+            ("store_key_prefix", l.store_key_prefix.is_some()),
+            ("store_timeout", l.store_timeout.is_some()),
+            ("store_cooldown", l.store_cooldown.is_some()),
+            ("on_store_error", l.on_store_error.is_some()),
+        ]
+        .into_iter()
+        .find(|(_, set)| *set);
+        return match companion {
+            Some((key, _)) => Err(invalid(
+                format!("lockout.{key}"),
+                "only applies with lockout.store",
+            )),
+            None => Ok(None),
+        };
+    };
+    let from_env = |key: &str, var: &str| {
+        std::env::var(var)
+            .map_err(|_| invalid(key, format!("environment variable {var} is not set")))
+    };
+    let (url, written) = match store.strip_prefix("env:") {
+        Some(var) => (from_env("lockout.store", var)?, false),
+        None => (store.clone(), true),
+    };
+    let url = SecretString::from(url);
+    let parsed = url::Url::parse(url.as_str()).map_err(|_| {
+        invalid(
+            "lockout.store",
+            "is not a URL (redis://host:port/db or rediss://host:port/db)",
+        )
+    })?;
+    let tls = match parsed.scheme() {
+        "redis" => false,
+        "rediss" => true,
+        other => {
+            return Err(invalid(
+                "lockout.store",
+                format!("the scheme must be redis or rediss, not {other:?}"),
+            ))
+        }
+    };
+    let host = parsed
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| invalid("lockout.store", "names no host (redis://host:port/db)"))?;
+    let db = parsed.path().trim_start_matches('/');
+    if !db.is_empty() && db.parse::<u16>().is_err() {
+        return Err(invalid(
+            "lockout.store",
+            "the path must be a database number (redis://host:port/0)",
+        ));
+    }
+    if written && parsed.password().is_some() {
+        return Err(invalid(
+            "lockout.store",
+            "holds a password: keep it out of the file with store_password = \"env:NAME\" (or \
+             store = \"env:NAME\")",
+        ));
+    }
+    let password = match &l.store_password {
+        None => None,
+        Some(p) => match p.strip_prefix("env:") {
+            Some(var) => Some(SecretString::from(from_env("lockout.store_password", var)?)),
+            None => {
+                return Err(invalid(
+                    "lockout.store_password",
+                    "must be \"env:NAME\" (the password stays out of the file)",
+                ))
+            }
+        },
+    };
+    let ca_pem = match &l.store_ca_file {
+        None => None,
+        Some(_) if !tls => {
+            return Err(invalid(
+                "lockout.store_ca_file",
+                "applies to a rediss:// store only",
+            ))
+        }
+        Some(f) => {
+            let path = base.path(f);
+            load_certs("lockout.store_ca_file", &path)?;
+            Some(std::fs::read(&path).map_err(|e| {
+                invalid(
+                    "lockout.store_ca_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?)
+        }
+    };
+    let key_prefix = l
+        .store_key_prefix
+        .clone()
+        .unwrap_or_else(|| LockoutStore::DEFAULT_KEY_PREFIX.to_string());
+    if key_prefix.is_empty()
+        || key_prefix.len() > 64
+        || key_prefix
+            .chars()
+            .any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control())
+    {
+        return Err(invalid(
+            "lockout.store_key_prefix",
+            "must be 1 to 64 characters, without braces or spaces",
+        ));
+    }
+    let timeout = l.store_timeout.unwrap_or(LockoutStore::DEFAULT_TIMEOUT);
+    let cooldown = l.store_cooldown.unwrap_or(LockoutStore::DEFAULT_COOLDOWN);
+    all_positive(
+        "lockout",
+        &[("store_timeout", timeout), ("store_cooldown", cooldown)],
+    )?;
+    if timeout > Duration::from_secs(5) {
+        return Err(invalid(
+            "lockout.store_timeout",
+            "must be at most 5s (every validation that needs a verification waits for it)",
+        ));
+    }
+    let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
+    Ok(Some(LockoutStore {
+        display: format!(
+            "{}://{host}{port}/{}",
+            parsed.scheme(),
+            if db.is_empty() { "0" } else { db }
+        ),
+        url,
+        password,
+        ca_pem,
+        key_prefix,
+        timeout,
+        cooldown,
+        on_error: l.on_store_error.unwrap_or_default(),
+    }))
+}
+
 fn all_positive(section: &str, fields: &[(&str, Duration)]) -> Result<(), ConfigError> {
     match fields.iter().find(|(_, d)| d.is_zero()) {
         Some((field, _)) => Err(invalid(

@@ -265,6 +265,108 @@ mod tests {
         assert!(e.starts_with("routes[0].validate"), "{e}");
     }
 
+    /// A validating configuration with `lockout` as its `[lockout]` section.
+    fn with_lockout(lockout: &str) -> String {
+        format!(
+            "{MINIMAL}\n[[routes]]\npath = \"/{{e}}/as/token\"\nmode = \"validate\"\n\
+             [clients]\nfile = \"c.toml\"\n[lockout]\n{lockout}\n"
+        )
+    }
+
+    #[test]
+    fn a_lockout_store_gets_its_defaults_and_never_shows_its_password() {
+        let s = Settings::parse(&with_lockout("store = \"redis://10.0.0.5:6380/2\"")).unwrap();
+        let store = s.clients.unwrap().lockout.store.unwrap();
+        assert_eq!(store.display, "redis://10.0.0.5:6380/2");
+        assert_eq!(store.timeout, Duration::from_millis(50));
+        assert_eq!(store.cooldown, Duration::from_secs(5));
+        assert_eq!(store.key_prefix, "tokengate");
+        assert_eq!(store.on_error, StoreFallback::Local);
+        assert!(store.password.is_none() && store.ca_pem.is_none());
+
+        std::env::set_var(
+            "TOKENGATE_TEST_REDIS_URL",
+            "rediss://u:pw-8c1e@redis.internal",
+        );
+        std::env::set_var("TOKENGATE_TEST_REDIS_PW", "pw-77aa");
+        let s = Settings::parse(&with_lockout(
+            "store = \"env:TOKENGATE_TEST_REDIS_URL\"\nstore_password = \"env:TOKENGATE_TEST_REDIS_PW\"\n\
+             store_timeout = \"20ms\"\nstore_cooldown = \"1s\"\non_store_error = \"closed\"\n\
+             store_key_prefix = \"gw-prod\"",
+        ))
+        .unwrap();
+        let store = s.clients.as_ref().unwrap().lockout.store.clone().unwrap();
+        assert_eq!(store.display, "rediss://redis.internal/0");
+        assert_eq!(store.password.as_ref().unwrap().as_str(), "pw-77aa");
+        assert_eq!(store.on_error, StoreFallback::Closed);
+        assert_eq!(
+            (store.timeout, store.cooldown, store.key_prefix.as_str()),
+            (Duration::from_millis(20), Duration::from_secs(1), "gw-prod")
+        );
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("pw-8c1e") && !debug.contains("pw-77aa"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn a_lockout_store_is_checked_key_by_key() {
+        let cases = [
+            ("store = \"http://redis:6379\"", "lockout.store: the scheme"),
+            ("store = \"not a url\"", "lockout.store: is not a URL"),
+            (
+                "store = \"redis://redis:6379/x\"",
+                "lockout.store: the path",
+            ),
+            (
+                "store = \"redis://:hunter2@redis:6379\"",
+                "lockout.store: holds a password",
+            ),
+            (
+                "store = \"env:TOKENGATE_TEST_UNSET_VAR\"",
+                "lockout.store: environment variable TOKENGATE_TEST_UNSET_VAR is not set",
+            ),
+            (
+                "store = \"redis://r\"\nstore_password = \"hunter2\"",
+                "lockout.store_password: must be \"env:NAME\"",
+            ),
+            (
+                "store_timeout = \"1s\"",
+                "lockout.store_timeout: only applies with lockout.store",
+            ),
+            (
+                "on_store_error = \"local\"",
+                "lockout.on_store_error: only applies",
+            ),
+            (
+                "store = \"redis://r\"\nstore_ca_file = \"ca.pem\"",
+                "lockout.store_ca_file: applies",
+            ),
+            (
+                "store = \"redis://r\"\nstore_timeout = \"0s\"",
+                "lockout.store_timeout: must be greater",
+            ),
+            (
+                "store = \"redis://r\"\nstore_timeout = \"6s\"",
+                "lockout.store_timeout: must be at most",
+            ),
+            (
+                "store = \"redis://r\"\nstore_key_prefix = \"{x}\"",
+                "lockout.store_key_prefix",
+            ),
+            (
+                "store = \"redis://r\"\non_store_error = \"open\"",
+                "lockout",
+            ),
+        ];
+        for (lockout, expected) in cases {
+            let e = err(&with_lockout(lockout));
+            assert!(e.contains(expected), "{lockout}: {e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+    }
+
     #[test]
     fn endpoint_routes_and_their_keys() {
         let s = Settings::parse(&format!(

@@ -4,6 +4,7 @@
 //! lowering fills what the file leaves out from them. The model holds plain values: the parts of
 //! the gateway that use a section turn it into their own types.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::protocol::{BasicEncoding, Conversion, DiscoveryRewrite, Endpoint};
+use crate::protocol::{BasicEncoding, Conversion, DiscoveryRewrite, Endpoint, SecretString};
 use crate::routing::PathMatcher;
 
 /// How log lines are written.
@@ -143,13 +144,15 @@ impl ClientsSettings {
 }
 
 /// Brute-force lockout thresholds (`[lockout]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockoutSettings {
     pub window: Duration,
     /// `0` disables the per-client limit.
     pub max_failures_per_client: u32,
     /// `0` disables the per-address limit.
     pub max_failures_per_ip: u32,
+    /// Where replicas share their counters; `None`: each process counts on its own.
+    pub store: Option<LockoutStore>,
 }
 
 impl Default for LockoutSettings {
@@ -158,7 +161,59 @@ impl Default for LockoutSettings {
             window: Duration::from_secs(60),
             max_failures_per_client: 10,
             max_failures_per_ip: 100,
+            store: None,
         }
+    }
+}
+
+/// A Redis store shared by replicas for their lockout counters (`[lockout] store`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct LockoutStore {
+    /// `redis://` or `rediss://` URL, as written or read from the environment (it may hold a
+    /// password: never logged; see [`LockoutStore::display`]).
+    pub url: SecretString,
+    /// The URL without user and password, for logs.
+    pub display: String,
+    /// From `store_password = "env:NAME"`; replaces the URL's.
+    pub password: Option<SecretString>,
+    /// PEM roots for `rediss://` (`store_ca_file`) instead of the system's.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Every key is `{key_prefix}:…`.
+    pub key_prefix: String,
+    /// Bounds connecting and each call.
+    pub timeout: Duration,
+    /// How long the store is left alone after repeated failures.
+    pub cooldown: Duration,
+    pub on_error: StoreFallback,
+}
+
+/// What validation does while the lockout store cannot answer (`on_store_error`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreFallback {
+    /// Count in the process's own counters.
+    #[default]
+    Local,
+    /// Answer 503 to requests that need a verification.
+    Closed,
+}
+
+impl LockoutStore {
+    pub const DEFAULT_KEY_PREFIX: &'static str = "tokengate";
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+    pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(5);
+}
+
+impl fmt::Debug for LockoutStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockoutStore")
+            .field("url", &self.display)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("cooldown", &self.cooldown)
+            .field("on_error", &self.on_error)
+            .finish_non_exhaustive()
     }
 }
 

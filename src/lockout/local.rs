@@ -1,28 +1,8 @@
-//! Brute-force protection: failed client authentications are counted per client (envID and
-//! `client_id`) and per source address; once either is over its threshold the gateway answers
-//! `429 Too Many Requests` with `Retry-After` instead of verifying the secret.
-//!
-//! [`FailureLimiter`] is the seam (a shared backend such as Redis implements it for several
-//! replicas); [`LocalLimiter`] is the in-process implementation: for each kind of key a pair of
-//! count-min sketches ([`pingora_limits::estimator::Estimator`]), one per window. Memory is fixed
-//! at construction and does not depend on how many distinct ids or addresses attackers send.
-//!
-//! # Reserving before verifying
-//!
-//! A failure is *reserved* before a secret is verified ([`FailureLimiter::reserve`]) and
-//! *released* when it verified ([`FailureLimiter::release`]). Reservations for one key are
-//! serialized, so however many guesses arrive at once, at most the threshold of them are let
-//! through to verification; the rest are locked out without costing a verification.
-//!
-//! # Windows
-//!
-//! Windows follow each other from the limiter's creation (window `n` covers
-//! `[n × window, (n + 1) × window)` of its age). A key is locked while the failures counted in the
-//! current window, or in the previous one, reach its threshold; a lockout therefore does not
-//! vanish at a window boundary and lasts until the end of the window after the one in which the
-//! threshold was reached (if no further failures are recorded; requests refused as locked record
-//! none). The `Retry-After` given is the time left in the *current* window, so a client that was
-//! locked in the current window and retries then may be told to wait once more.
+//! The in-process [`FailureLimiter`]: for each kind of key a pair of count-min sketches
+//! ([`pingora_limits::estimator::Estimator`]), one per window. Memory is fixed at construction
+//! and does not depend on how many distinct ids or addresses attackers send. Windows count from
+//! the limiter's creation. Reservations for keys in one stripe are serialized, so a burst gets at
+//! most the threshold through (see the parent module).
 //!
 //! # Accuracy
 //!
@@ -45,53 +25,24 @@
 
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use pingora_limits::estimator::Estimator;
 
+use super::{
+    round_up_secs, FailureLimiter, LockoutConfig, Refusal, Reservation as Held, Reserved, Who,
+};
 use crate::client_addr::counting_key;
 
-/// Whose failure it is: the client (within its environment) and the source address.
-#[derive(Debug, Clone, Copy)]
-pub struct Who<'a> {
-    pub env_id: &'a str,
-    pub client_id: &'a [u8],
-    pub ip: Option<IpAddr>,
-}
-
-/// One failure, counted until it is released.
+/// One failure counted in a [`LocalLimiter`].
 #[derive(Debug)]
-#[must_use = "a reservation counts as a failure unless it is released"]
-pub struct Reservation {
+pub(crate) struct Reservation {
     window: u64,
     client: Option<u64>,
     ip: Option<u64>,
-}
-
-/// Counts authentication failures and says when a client or address is locked out.
-pub trait FailureLimiter: Send + Sync {
-    /// `Some(retry_after)` when either the client or the address is over its threshold.
-    fn check(&self, who: &Who<'_>) -> Option<Duration>;
-    /// Counts one failure for both keys, unless either is locked (`Err(retry_after)`: nothing is
-    /// counted). The failure stays counted unless the reservation is released.
-    fn reserve(&self, who: &Who<'_>) -> Result<Reservation, Duration>;
-    /// Takes back a reserved failure: the verification it was reserved for succeeded.
-    fn release(&self, reservation: Reservation);
-}
-
-/// Thresholds of a [`LocalLimiter`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LockoutConfig {
-    /// Length of a counting window; [`LocalLimiter`] clamps it to 1 s ..= 7 days.
-    pub window: Duration,
-    /// Failures per window after which a client is locked; `0` disables the per-client limit.
-    pub max_failures_per_client: u32,
-    /// Failures per window after which a source address is locked; `0` disables the per-address
-    /// limit.
-    pub max_failures_per_ip: u32,
 }
 
 /// Dimensions of one count-min sketch: `hashes` rows of `slots` counters (8 bytes each, two
@@ -116,9 +67,6 @@ impl SketchSize {
         slots: 1 << 16,
     };
 }
-
-const MIN_WINDOW: Duration = Duration::from_secs(1);
-const MAX_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The counts of one window, tagged with the window's number.
 struct Slot {
@@ -186,12 +134,6 @@ impl Counter {
     }
 }
 
-/// Whole seconds, rounded up, at least 1 s (what `Retry-After` can express).
-fn round_up_secs(d: Duration) -> Duration {
-    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    Duration::from_secs(secs.max(1))
-}
-
 /// Reservations for keys in one stripe are serialized (see the module docs).
 const STRIPES: usize = 64;
 
@@ -232,8 +174,7 @@ impl LocalLimiter {
 
     /// A limiter with explicit sketch sizes for clients and addresses.
     pub fn with_sketch(config: LockoutConfig, clients: SketchSize, ips: SketchSize) -> Self {
-        let window = config.window.clamp(MIN_WINDOW, MAX_WINDOW);
-        let config = LockoutConfig { window, ..config };
+        let config = config.clamped();
         LocalLimiter {
             clients: Counter::new(config.max_failures_per_client, clients),
             ips: Counter::new(config.max_failures_per_ip, ips),
@@ -307,14 +248,19 @@ impl LocalLimiter {
     }
 }
 
-impl FailureLimiter for LocalLimiter {
-    fn check(&self, who: &Who<'_>) -> Option<Duration> {
+impl LocalLimiter {
+    /// `Err(retry_after)` when the client or the address is locked.
+    pub fn check_now(&self, who: &Who<'_>) -> Result<(), Duration> {
         let (client, ip) = self.keys(who);
         let (window, left) = self.window();
-        self.locked(client, ip, window).then(|| round_up_secs(left))
+        match self.locked(client, ip, window) {
+            true => Err(round_up_secs(left)),
+            false => Ok(()),
+        }
     }
 
-    fn reserve(&self, who: &Who<'_>) -> Result<Reservation, Duration> {
+    /// Counts one failure unless the client or the address is locked (`Err(retry_after)`).
+    pub(crate) fn reserve_now(&self, who: &Who<'_>) -> Result<Reservation, Duration> {
         let (client, ip) = self.keys(who);
         // Both keys' stripes, in a fixed order (no deadlock between two reservations).
         let stripe = |k: u64| (k % STRIPES as u64) as usize;
@@ -330,9 +276,28 @@ impl FailureLimiter for LocalLimiter {
         Ok(Reservation { window, client, ip })
     }
 
-    fn release(&self, r: Reservation) {
+    pub(crate) fn release_now(&self, r: Reservation) {
         // A reservation from a window that has since been cleared has nothing left to undo.
         self.add(r.client, r.ip, r.window, -1);
+    }
+}
+
+#[async_trait]
+impl FailureLimiter for LocalLimiter {
+    async fn check(&self, who: &Who<'_>) -> Result<(), Refusal> {
+        self.check_now(who).map_err(Refusal::Locked)
+    }
+
+    async fn reserve(&self, who: &Who<'_>) -> Result<Held, Refusal> {
+        let r = self.reserve_now(who).map_err(Refusal::Locked)?;
+        Ok(Held(Reserved::Local(r)))
+    }
+
+    async fn release(&self, reservation: Held) {
+        // A reservation made elsewhere (a shared store) is not this limiter's to undo.
+        if let Reserved::Local(r) = reservation.0 {
+            self.release_now(r);
+        }
     }
 }
 
@@ -340,7 +305,7 @@ impl FailureLimiter for LocalLimiter {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     fn limiter(max_client: u32, max_ip: u32) -> LocalLimiter {
         LocalLimiter::new(LockoutConfig {
@@ -348,6 +313,10 @@ mod tests {
             max_failures_per_client: max_client,
             max_failures_per_ip: max_ip,
         })
+    }
+
+    fn check(l: &LocalLimiter, who: &Who<'_>) -> Option<Duration> {
+        l.check_now(who).err()
     }
 
     fn who(client_id: &[u8], ip: Option<IpAddr>) -> Who<'_> {
@@ -368,7 +337,7 @@ mod tests {
         for _ in 0..2 {
             l.record_failure(&who(b"app", ip(1)));
         }
-        assert_eq!(l.check(&who(b"app", ip(1))), None);
+        assert_eq!(check(&l, &who(b"app", ip(1))), None);
     }
 
     #[test]
@@ -377,16 +346,14 @@ mod tests {
         for _ in 0..3 {
             l.record_failure(&who(b"app", ip(1)));
         }
-        let retry = l
-            .check(&who(b"app", ip(1)))
-            .expect("locked at the threshold");
+        let retry = check(&l, &who(b"app", ip(1))).expect("locked at the threshold");
         assert!(
             retry > Duration::ZERO && retry <= Duration::from_secs(60),
             "{retry:?}"
         );
         assert_eq!(retry.subsec_nanos(), 0);
         // Unknown ids are counted like any other; other ids are unaffected.
-        assert_eq!(l.check(&who(b"other", ip(1))), None);
+        assert_eq!(check(&l, &who(b"other", ip(1))), None);
     }
 
     #[test]
@@ -395,9 +362,9 @@ mod tests {
         for i in 0..3 {
             l.record_failure(&who(format!("id-{i}").as_bytes(), ip(7)));
         }
-        assert!(l.check(&who(b"fresh-id", ip(7))).is_some());
-        assert_eq!(l.check(&who(b"fresh-id", ip(8))), None);
-        assert_eq!(l.check(&who(b"fresh-id", None)), None);
+        assert!(check(&l, &who(b"fresh-id", ip(7))).is_some());
+        assert_eq!(check(&l, &who(b"fresh-id", ip(8))), None);
+        assert_eq!(check(&l, &who(b"fresh-id", None)), None);
     }
 
     #[test]
@@ -406,9 +373,9 @@ mod tests {
         for i in 0..3 {
             l.record_failure(&who(b"victim", ip(i)));
         }
-        assert!(l.check(&who(b"victim", ip(200))).is_some());
-        assert!(l.check(&who(b"victim", None)).is_some());
-        assert_eq!(l.check(&who(b"bystander", ip(200))), None);
+        assert!(check(&l, &who(b"victim", ip(200))).is_some());
+        assert!(check(&l, &who(b"victim", None)).is_some());
+        assert_eq!(check(&l, &who(b"bystander", ip(200))), None);
     }
 
     #[test]
@@ -420,14 +387,14 @@ mod tests {
         }
         let same_64 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0xffff, 0, 0, 9));
         let other_64 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1));
-        assert!(l.check(&who(b"app", Some(same_64))).is_some());
-        assert_eq!(l.check(&who(b"app", Some(other_64))), None);
+        assert!(check(&l, &who(b"app", Some(same_64))).is_some());
+        assert_eq!(check(&l, &who(b"app", Some(other_64))), None);
 
         let mapped = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped());
         for _ in 0..3 {
             l.record_failure(&who(b"app", Some(mapped)));
         }
-        assert!(l.check(&who(b"app", ip(1))).is_some());
+        assert!(check(&l, &who(b"app", ip(1))).is_some());
     }
 
     #[test]
@@ -436,20 +403,20 @@ mod tests {
         for _ in 0..1000 {
             off.record_failure(&who(b"app", ip(1)));
         }
-        assert_eq!(off.check(&who(b"app", ip(1))), None);
+        assert_eq!(check(&off, &who(b"app", ip(1))), None);
 
         let ip_only = limiter(0, 3);
         for _ in 0..3 {
             ip_only.record_failure(&who(b"app", ip(1)));
         }
-        assert_eq!(ip_only.check(&who(b"app", ip(2))), None);
-        assert!(ip_only.check(&who(b"app", ip(1))).is_some());
+        assert_eq!(check(&ip_only, &who(b"app", ip(2))), None);
+        assert!(check(&ip_only, &who(b"app", ip(1))).is_some());
 
         let client_only = limiter(3, 0);
         for i in 0..3 {
             client_only.record_failure(&who(format!("id-{i}").as_bytes(), ip(1)));
         }
-        assert_eq!(client_only.check(&who(b"id-9", ip(1))), None);
+        assert_eq!(check(&client_only, &who(b"id-9", ip(1))), None);
     }
 
     #[test]
@@ -461,7 +428,7 @@ mod tests {
         });
         assert_eq!(l.config().window, Duration::from_secs(1));
         l.record_failure(&who(b"app", ip(1)));
-        assert_eq!(l.check(&who(b"app", ip(1))), Some(Duration::from_secs(1)));
+        assert_eq!(check(&l, &who(b"app", ip(1))), Some(Duration::from_secs(1)));
     }
 
     #[test]
@@ -474,15 +441,15 @@ mod tests {
         });
         l.record_failure(&who(b"app", ip(1)));
         l.record_failure(&who(b"app", ip(1)));
-        assert!(l.check(&who(b"app", ip(1))).is_some());
+        assert!(check(&l, &who(b"app", ip(1))).is_some());
 
         // Next window: still locked because of the previous window's count.
         std::thread::sleep(Duration::from_millis(1_200));
-        assert!(l.check(&who(b"app", ip(1))).is_some());
+        assert!(check(&l, &who(b"app", ip(1))).is_some());
 
         // The window after that saw no failures: unlocked.
         std::thread::sleep(Duration::from_millis(1_300));
-        assert_eq!(l.check(&who(b"app", ip(1))), None);
+        assert_eq!(check(&l, &who(b"app", ip(1))), None);
     }
 
     #[test]
@@ -496,7 +463,7 @@ mod tests {
         for i in 0..100u32 {
             let id = format!("legitimate-{i}");
             assert_eq!(
-                l.check(&who(id.as_bytes(), ip(1))),
+                check(&l, &who(id.as_bytes(), ip(1))),
                 None,
                 "{id} falsely locked"
             );
@@ -504,7 +471,7 @@ mod tests {
         for _ in 0..10 {
             l.record_failure(&who(b"target", None));
         }
-        assert!(l.check(&who(b"target", None)).is_some());
+        assert!(check(&l, &who(b"target", None)).is_some());
     }
 
     #[test]
@@ -513,27 +480,27 @@ mod tests {
         let granted: Vec<bool> = (0..40)
             .map(|_| {
                 let l = l.clone();
-                std::thread::spawn(move || l.reserve(&who(b"victim", ip(1))).is_ok())
+                std::thread::spawn(move || l.reserve_now(&who(b"victim", ip(1))).is_ok())
             })
             .collect::<Vec<_>>()
             .into_iter()
             .map(|t| t.join().unwrap())
             .collect();
         assert_eq!(granted.iter().filter(|g| **g).count(), 10);
-        assert!(l.reserve(&who(b"victim", ip(1))).is_err());
+        assert!(l.reserve_now(&who(b"victim", ip(1))).is_err());
     }
 
     #[test]
     fn a_released_reservation_is_no_failure() {
         let l = limiter(2, 1000);
         for _ in 0..100 {
-            let r = l.reserve(&who(b"app", ip(1))).unwrap();
-            l.release(r);
+            let r = l.reserve_now(&who(b"app", ip(1))).unwrap();
+            l.release_now(r);
         }
-        assert_eq!(l.check(&who(b"app", ip(1))), None);
-        let _kept = l.reserve(&who(b"app", ip(1))).unwrap();
-        let _kept = l.reserve(&who(b"app", ip(1))).unwrap();
-        let retry = l.reserve(&who(b"app", ip(1))).unwrap_err();
+        assert_eq!(check(&l, &who(b"app", ip(1))), None);
+        let _kept = l.reserve_now(&who(b"app", ip(1))).unwrap();
+        let _kept = l.reserve_now(&who(b"app", ip(1))).unwrap();
+        let retry = l.reserve_now(&who(b"app", ip(1))).unwrap_err();
         assert!(retry >= Duration::from_secs(1) && retry <= Duration::from_secs(60));
     }
 
@@ -552,13 +519,13 @@ mod tests {
             client_id: b"web-app",
             ip: ip(2),
         };
-        assert_eq!(l.check(&real), None);
+        assert_eq!(check(&l, &real), None);
         // The pair is hashed as a tuple: moving bytes between its halves is another client.
         let shifted = Who {
             env_id: "bogusweb-ap",
             client_id: b"p",
             ip: ip(2),
         };
-        assert_eq!(l.check(&shifted), None);
+        assert_eq!(check(&l, &shifted), None);
     }
 }
