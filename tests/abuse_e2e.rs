@@ -107,24 +107,6 @@ fn post(gw: &Gateway, body: &str) -> Message {
     gw.send(&token_post(ENV, &[FORM], body))
 }
 
-/// The value of a metric series (name with labels, exactly as exposed), 0 when absent.
-fn metric(admin: SocketAddr, series: &str) -> f64 {
-    let mut s = connect_when_listening(admin);
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let resp = read_message(&mut BufReader::new(s), false)
-        .unwrap()
-        .unwrap();
-    resp.body_str()
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn verifications(admin: SocketAddr, kind: &str) -> f64 {
     metric(
         admin,

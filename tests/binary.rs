@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tokengate");
-
 fn tokengate(args: &[&str]) -> std::process::Output {
     Command::new(BIN)
         .args(args)
@@ -74,45 +72,6 @@ fn check_config_rejects_a_bad_file_naming_the_key() {
 
     let out = tokengate(&["run", "--config", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-}
-
-/// Starts the binary on `conf` and waits until it accepts connections on `port`.
-fn spawn_gateway(
-    conf: &std::path::Path,
-    port: u16,
-    log: Option<&std::path::Path>,
-    env: &[(&str, &str)],
-) -> KillOnDrop {
-    let stderr = match log {
-        Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
-        None => Stdio::null(),
-    };
-    let mut child = KillOnDrop(
-        Command::new(BIN)
-            .args(["run", "--config", conf.to_str().unwrap()])
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + WAIT;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not start");
-        assert!(child.0.try_wait().unwrap().is_none(), "gateway exited");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
-
-/// Stops the child process when the test ends, also when it fails.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -570,6 +570,24 @@ impl Drop for Gateway {
     }
 }
 
+/// The value of a metric series (name with labels, exactly as exposed), 0 when absent.
+pub fn metric(admin: SocketAddr, series: &str) -> f64 {
+    let mut s = connect_when_listening(admin);
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let resp = read_message(&mut BufReader::new(s), false)
+        .unwrap()
+        .unwrap();
+    resp.body_str()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// A token POST with the given extra headers and body.
 pub fn token_post(path: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
     let mut out = format!("POST {path} HTTP/1.1\r\nHost: gw.test\r\n");
@@ -663,5 +681,158 @@ impl Traffic {
             .take()
             .map(|t| t.join().unwrap())
             .unwrap_or_default()
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Child processes: the gateway binary, redis-server.
+
+/// The gateway binary cargo built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_tokengate");
+
+/// Starts the binary on `conf` and waits until it accepts connections on `port`.
+pub fn spawn_gateway(
+    conf: &Path,
+    port: u16,
+    log: Option<&Path>,
+    env: &[(&str, &str)],
+) -> KillOnDrop {
+    let stderr = match log {
+        Some(p) => std::process::Stdio::from(std::fs::File::create(p).unwrap()),
+        None => std::process::Stdio::null(),
+    };
+    let mut child = KillOnDrop(
+        std::process::Command::new(BIN)
+            .args(["run", "--config", conf.to_str().unwrap()])
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not start");
+        assert!(child.0.try_wait().unwrap().is_none(), "gateway exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// Stops the child process when the test ends, also when it fails.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A real `redis-server` on a loopback port, without persistence, stopped by PID when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    password: Option<String>,
+    _child: KillOnDrop,
+}
+
+impl RedisServer {
+    /// Starts one on a free port (`password`: `requirepass`).
+    pub fn start(password: Option<&str>) -> RedisServer {
+        RedisServer::start_on(free_port(), password)
+    }
+
+    /// Starts one on `port` (again, after [`RedisServer::stop`]) and waits until it answers PING.
+    pub fn start_on(port: u16, password: Option<&str>) -> RedisServer {
+        let mut cmd = std::process::Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(p) = password {
+            cmd.args(["--requirepass", p]);
+        }
+        let child = KillOnDrop(cmd.spawn().expect(
+            "redis-server (Debian package redis-server; .ci/run installs it) must be on PATH",
+        ));
+        let redis = RedisServer {
+            port,
+            password: password.map(str::to_string),
+            _child: child,
+        };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(reply) = redis.try_command(&["PING"]) {
+                assert_eq!(reply, "+PONG", "redis-server on {port}");
+                return redis;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills the server (its data is gone: it keeps none on disk).
+    pub fn stop(self) -> u16 {
+        self.port
+    }
+
+    /// Runs one command; returns the reply's text (`+OK`, `:3`, an array's elements one per
+    /// line).
+    pub fn command(&self, args: &[&str]) -> String {
+        self.try_command(args).expect("redis answers")
+    }
+
+    fn try_command(&self, args: &[&str]) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(WAIT)).ok()?;
+        let mut raw = Vec::new();
+        let mut push = |args: &[&str]| {
+            raw.extend(format!("*{}\r\n", args.len()).bytes());
+            for a in args {
+                raw.extend(format!("${}\r\n{a}\r\n", a.len()).bytes());
+            }
+        };
+        if let Some(p) = &self.password {
+            push(&["AUTH", p]);
+        }
+        push(args);
+        s.write_all(&raw).ok()?;
+        let mut r = BufReader::new(s);
+        if self.password.is_some() {
+            read_resp(&mut r)?;
+        }
+        read_resp(&mut r)
+    }
+}
+
+/// One RESP reply as text: simple strings, errors and integers as sent (`+OK`, `-ERR …`, `:3`),
+/// bulk strings as their content, arrays as their elements, one per line.
+fn read_resp(r: &mut impl BufRead) -> Option<String> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let line = line.trim_end().to_string();
+    match line.as_bytes().first()? {
+        b'$' => {
+            let n: i64 = line[1..].parse().ok()?;
+            if n < 0 {
+                return Some(String::new());
+            }
+            let mut buf = vec![0; n as usize + 2];
+            std::io::Read::read_exact(r, &mut buf).ok()?;
+            Some(String::from_utf8_lossy(&buf[..n as usize]).into_owned())
+        }
+        b'*' => {
+            let n: i64 = line[1..].parse().ok()?;
+            let items: Option<Vec<String>> = (0..n.max(0)).map(|_| read_resp(r)).collect();
+            Some(items?.join("\n"))
+        }
+        _ => Some(line),
     }
 }
