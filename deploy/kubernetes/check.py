@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks the Kubernetes manifests: each against the Kubernetes API schema (kubernetes-validate,
 strict), and against the gateway they run: the ports, probe paths, mounted paths and environment
-the Deployment uses are the ones its ConfigMap's tokengate.toml names, the shutdown fits the grace
+the Deployment uses are the ones its ConfigMap's tokengate.toml names, the lockout store is the Redis
+of redis.yaml with the password its pod requires, the shutdown fits the grace
 period, and `tokengate check-config` accepts that configuration with the Secret's client file.
 
     python3 deploy/kubernetes/check.py [path/to/tokengate]   # default: target/debug/tokengate
@@ -12,13 +13,16 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+import urllib.parse
 
 import kubernetes_validate
 import yaml
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-FILES = ["configmap.yaml", "secret.yaml", "deployment.yaml", "service.yaml", "pdb.yaml", "hpa.yaml"]
+FILES = [
+    "configmap.yaml", "secret.yaml", "deployment.yaml", "service.yaml", "pdb.yaml", "hpa.yaml", "redis.yaml",
+]
 
 
 def load(name):
@@ -74,10 +78,29 @@ def main():
     assert [mounts["clients"]["mountPath"] + "/" + i["path"] for i in items] == [clients_file]
     assert pod["securityContext"]["runAsNonRoot"] and container["securityContext"]["readOnlyRootFilesystem"]
 
-    # The admin token comes from the environment the Deployment sets.
+    # The admin token and the Redis password come from the environment the Deployment sets.
     token_env = config["admin"]["bearer_token"].removeprefix("env:")
+    redis_env = config["lockout"]["store_password"].removeprefix("env:")
     env = {e["name"]: e for e in container["env"]}
-    assert env[token_env]["valueFrom"]["secretKeyRef"]["key"] in secret, token_env
+    for name in (token_env, redis_env):
+        assert env[name]["valueFrom"]["secretKeyRef"]["key"] in secret, name
+
+    # The lockout store is the Redis Service, with the password the Redis pod requires; the
+    # gateway's Service, PodDisruptionBudget and autoscaler do not take in Redis's pods.
+    redis_deployment, redis_service, redis_policy = yaml.safe_load_all(open(HERE / "redis.yaml"))
+    redis_pod = redis_deployment["spec"]["template"]
+    (redis_container,) = redis_pod["spec"]["containers"]
+    store = urllib.parse.urlsplit(config["lockout"]["store"])
+    assert (store.scheme, store.hostname) == ("redis", redis_service["metadata"]["name"]), store
+    assert store.port == redis_service["spec"]["ports"][0]["port"], store
+    assert redis_service["spec"]["selector"].items() <= redis_pod["metadata"]["labels"].items()
+    assert not service["spec"]["selector"].items() <= redis_pod["metadata"]["labels"].items()
+    redis_secret = {e["name"]: e for e in redis_container["env"]}["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert redis_secret == env[redis_env]["valueFrom"]["secretKeyRef"], redis_secret
+    args = redis_container["args"]
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)", args
+    assert redis_policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert redis_container["securityContext"]["readOnlyRootFilesystem"]
 
     # Draining, the grace period and the shutdown fit in the pod's grace period.
     s = config["server"]
@@ -91,7 +114,7 @@ def main():
         tmp = pathlib.Path(tmp)
         (tmp / "clients.toml").write_text(secret["clients.toml"])
         (tmp / "tokengate.toml").write_text(config_text.replace(clients_file, str(tmp / "clients.toml")))
-        run_env = dict(os.environ, **{token_env: secret["admin-token"]})
+        run_env = dict(os.environ, **{token_env: secret["admin-token"], redis_env: secret["redis-password"]})
         out = subprocess.run(
             [str(binary), "check-config", str(tmp / "tokengate.toml")],
             env=run_env, capture_output=True, text=True,
