@@ -31,6 +31,7 @@ ensure_tools() {
   command -v curl >/dev/null || need+=(curl)
   command -v jq >/dev/null || need+=(jq)
   command -v taskset >/dev/null || need+=(util-linux)
+  command -v redis-server >/dev/null || need+=(redis-server)
   for pair in "$@"; do
     command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
   done
@@ -110,6 +111,7 @@ request_of() {
     post_sha) printf '|%s' "$(post_body "$SHA_ID" "$SHA_SECRET")" ;;
     post_argon) printf '|%s' "$(post_body "$ARGON_ID" "$ARGON_SECRET")" ;;
     basic_sha) printf 'Basic %s|%s' "$(basic_of "$SHA_ID" "$SHA_SECRET")" "$PARAMS" ;;
+    post_wrong) printf '|%s' "$(post_body "$SHA_ID" "wrong-$SHA_SECRET")" ;;
     *) echo "unknown request $1" >&2; return 1 ;;
   esac
 }
@@ -165,13 +167,18 @@ LUA
 # name -> "request conversion"; the port of each is fixed by its place in ALL_TARGETS.
 
 ALL_TARGETS=(upstream nginx_proxy nginx_lua pingora_hop passthrough to_basic to_post
-  validate_sha256 validate_argon2id to_basic_t2 to_basic_t2_free)
+  validate_sha256 validate_argon2id to_basic_t2 to_basic_t2_free validate_redis refuse_local
+  refuse_redis)
+# The lockout store of the *_redis targets (a redis-server of its own, on the upstream's CPU).
+REDIS_PORT=$((BASE_PORT + 50))
 
 target_request() {
   case $1 in
     upstream | nginx_proxy | pingora_hop | passthrough) echo "post_sha unchanged" ;;
     nginx_lua | to_basic | to_basic_t2 | to_basic_t2_free | validate_sha256) echo "post_sha basic" ;;
     validate_argon2id) echo "post_argon basic" ;;
+    validate_redis) echo "post_sha basic" ;;
+    refuse_local | refuse_redis) echo "post_wrong refused" ;;
     to_post) echo "basic_sha post" ;;
     *) echo "unknown target $1" >&2; return 1 ;;
   esac
@@ -264,7 +271,9 @@ TOML
   done >"$tmp/clients.toml"
 }
 
-# tokengate_conf NAME MODE PORT THREADS: writes $tmp/NAME.toml (checked with check-config).
+# tokengate_conf NAME MODE PORT THREADS [LOCKOUT]: writes $tmp/NAME.toml (checked with
+# check-config). LOCKOUT "local" or "redis": thresholds out of reach (every wrong secret is
+# counted and verified, none locked), counted in the process or in the harness's redis-server.
 tokengate_conf() {
   local conf="$tmp/$1.toml"
   cat >"$conf" <<TOML
@@ -282,6 +291,12 @@ TOML
   if [ "$2" = validate ]; then
     [ -f "$tmp/clients.toml" ] || write_clients
     printf '[clients]\nfile = "clients.toml"\n' >>"$conf"
+  fi
+  if [ -n "${5:-}" ]; then
+    printf '[lockout]\nmax_failures_per_client = 4294967295\nmax_failures_per_ip = 4294967295\n' >>"$conf"
+  fi
+  if [ "${5:-}" = redis ]; then
+    printf 'store = "redis://127.0.0.1:%s/0"\nstore_key_prefix = "tokengate-bench"\n' "$REDIS_PORT" >>"$conf"
   fi
   target/release/tokengate check-config "$conf" >/dev/null
 }
@@ -304,6 +319,8 @@ server_cmd() {
     pingora_hop) CMD=(target/release/examples/pingora_hop "$port" "127.0.0.1:$UP_PORT") ;;
     passthrough | to_basic | to_post) tokengate_conf "$name" "$name" "$port" 1 ;;
     validate_sha256 | validate_argon2id) tokengate_conf "$name" validate "$port" 1 ;;
+    validate_redis | refuse_redis) tokengate_conf "$name" validate "$port" 1 redis ;;
+    refuse_local) tokengate_conf "$name" validate "$port" 1 local ;;
     to_basic_t2) tokengate_conf "$name" to_basic "$port" 2 ;;
     to_basic_t2_free) tokengate_conf "$name" to_basic "$port" 2 && CPUS="0-$((NPROC - 1))" ;;
     *) echo "unknown target $name" >&2; exit 1 ;;
@@ -326,6 +343,13 @@ launch() {
   LAUNCHED=$!
   STARTED+=("$LAUNCHED")
   wait_port "$port" "$name" "$LAUNCHED"
+}
+
+# start_redis: the lockout store of the *_redis targets, without persistence, on the servers' CPU.
+start_redis() {
+  launch redis "$REDIS_PORT" "$SERVER_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
+    --save "" --appendonly no
+  T_PIDS[redis]=$LAUNCHED
 }
 
 # start_target NAME: starts the target's server (the upstream first: start_target upstream);
@@ -357,6 +381,16 @@ start_target() {
 check_target() { # NAME
   local name=$1 port=${T_PORT[$1]} spec req exp auth body out want args
   spec=$(target_request "$name")
+  if [ "${spec#* }" = refused ]; then
+    # A wrong secret: verified (a failure counted) and refused, never forwarded.
+    out=$(curl -sS -m 10 -o /dev/null -w '%{http_code}' -H 'Content-Type: application/x-www-form-urlencoded' \
+      --data-binary "$(request_of "${spec% *}" | cut -d'|' -f2-)" "http://127.0.0.1:$port/$ENV_ID/as/token")
+    if [ "$out" != 401 ]; then
+      echo "CHECK FAILED: $name answered $out to a wrong secret (401 expected)" >&2
+      exit 1
+    fi
+    return 0
+  fi
   req=$(request_of "${spec% *}")
   exp=$(expected_upstream "${spec% *}" "${spec#* }")
   auth=${req%%|*}
@@ -398,8 +432,10 @@ hwm_kb() {
 }
 
 # wrk output -> "requests rps p50_ms p99_ms"; fails loudly on non-2xx answers or socket errors.
-parse_wrk() { # name output
-  if grep -q -e 'Non-2xx' -e 'Socket errors' <<<"$2"; then
+parse_wrk() { # name output (refuse_* targets answer 401 by design: only socket errors fail them)
+  local bad=(-e 'Socket errors')
+  [[ $1 == refuse_* ]] || bad+=(-e 'Non-2xx')
+  if grep -q "${bad[@]}" <<<"$2"; then
     printf 'RUN FAILED: %s: errors during the run:\n%s\n' "$1" "$2" >&2
     exit 1
   fi

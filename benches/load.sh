@@ -20,7 +20,12 @@
 #   validate_sha256    wrk -> tokengate, mode validate, salted SHA-256 record, upstream_method Basic
 #   validate_argon2id  wrk -> tokengate, mode validate, argon2id record (verified once, remembered)
 # Opt-in (TARGETS=...): to_basic_t2 (server.threads = 2, pinned to CPU 0), to_basic_t2_free
-# (threads = 2 on both CPUs, sharing wrk's).
+# (threads = 2 on both CPUs, sharing wrk's); the lockout store's cost (a redis-server is started,
+# pinned with the upstream):
+#   validate_redis     validate_sha256 with [lockout] store = Redis (remembered secret: no call)
+#   refuse_local       a wrong secret every time, thresholds out of reach: every request reserves a
+#                      failure in the process's counters, verifies (sha256) and answers 401
+#   refuse_redis       the same with the failures counted in Redis: one round trip per request
 #
 # The request is PingOne's client_secret_post token sample (see benches/lib.sh); to_post gets its
 # Basic equivalent. Before measuring, one request per target to a check envID that the upstream
@@ -65,6 +70,7 @@ build
 pin_self
 
 start_target upstream
+if [[ " ${TARGETS[*]} " == *_redis\ * ]]; then start_redis; fi
 for t in "${TARGETS[@]}"; do
   if [ "$t" != upstream ]; then start_target "$t"; fi
 done
