@@ -76,7 +76,7 @@ for t in "${TARGETS[@]}"; do
 done
 UP_PIDS=${T_PIDS[upstream]}
 
-for r in post_sha post_argon basic_sha; do wrk_script "$r" "$tmp/$r.lua"; done
+for r in post_sha post_argon basic_sha post_wrong; do wrk_script "$r" "$tmp/$r.lua"; done
 
 echo "checking that every target answers 200 and converts (upstream echo):" >&2
 for t in "${TARGETS[@]}"; do

@@ -7,6 +7,9 @@
 //! the right of the first untrusted one were written by proxies the operator trusts, and the ones
 //! to its left by whoever sent the request (which may be anyone). From any other connection these
 //! headers are ignored. The result is what per-address lockout counting and the access log use.
+//!
+//! A load balancer that speaks the PROXY protocol instead names the client ahead of the
+//! connection's bytes ([`proxy_header`]); the connection then counts as the client's own.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -65,6 +68,88 @@ pub fn forwarded_for(peer: IpAddr, trusted: &[IpNet], received: &[&[u8]]) -> Str
         out
     } else {
         peer.to_string()
+    }
+}
+
+/// The longest PROXY protocol header accepted (a v2 header may carry TLVs; load balancers'
+/// are well below this).
+pub const MAX_PROXY_HEADER: usize = 1024;
+
+/// What the first bytes of a connection say, read as a PROXY protocol header (v1 text or v2
+/// binary, HAProxy's specification), as load balancers send it ahead of the client's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyHeader {
+    /// More bytes are needed.
+    Incomplete,
+    /// A header of `len` bytes. `source` is the client's address; `None` when the header names
+    /// none (v2 `LOCAL`, the balancer's own health check; v1 `UNKNOWN`; a Unix socket): the
+    /// connection's own peer stands.
+    Complete {
+        len: usize,
+        source: Option<SocketAddr>,
+    },
+    /// Not a PROXY header over TCP, or longer than [`MAX_PROXY_HEADER`].
+    Invalid,
+}
+
+/// Reads a PROXY protocol header at the start of `buf` (see [`ProxyHeader`]).
+pub fn proxy_header(buf: &[u8]) -> ProxyHeader {
+    use ppp::{v1, v2, PartialResult};
+    const V1_PREFIX: &[u8] = b"PROXY ";
+    const V1_MAX: usize = 107;
+    const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+    let starts_like = |prefix: &[u8]| {
+        let n = buf.len().min(prefix.len());
+        buf[..n] == prefix[..n]
+    };
+    let (len, source) = if buf.is_empty() {
+        return ProxyHeader::Incomplete;
+    } else if starts_like(V1_PREFIX) {
+        // A v1 line is judged whole, once its end is in.
+        if !buf.contains(&b'\n') {
+            return match buf.len() < V1_MAX {
+                true => ProxyHeader::Incomplete,
+                false => ProxyHeader::Invalid,
+            };
+        }
+        let Ok(h) = v1::Header::try_from(buf) else {
+            return ProxyHeader::Invalid;
+        };
+        let source = match h.addresses {
+            v1::Addresses::Tcp4(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+            v1::Addresses::Tcp6(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+            v1::Addresses::Unknown => None,
+        };
+        (h.header.len(), source)
+    } else if starts_like(V2_SIGNATURE) {
+        let h = match v2::Header::try_from(buf) {
+            Ok(h) => h,
+            Err(e) if e.is_incomplete() && buf.len() < MAX_PROXY_HEADER => {
+                return ProxyHeader::Incomplete
+            }
+            Err(_) => return ProxyHeader::Invalid,
+        };
+        if h.command == v2::Command::Local {
+            (h.len(), None)
+        } else if h.protocol != v2::Protocol::Stream {
+            return ProxyHeader::Invalid;
+        } else {
+            let source = match h.addresses {
+                v2::Addresses::IPv4(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+                v2::Addresses::IPv6(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+                v2::Addresses::Unspecified | v2::Addresses::Unix(_) => None,
+            };
+            (h.len(), source)
+        }
+    } else {
+        return ProxyHeader::Invalid;
+    };
+    if len > MAX_PROXY_HEADER || len > buf.len() {
+        return ProxyHeader::Invalid;
+    }
+    ProxyHeader::Complete {
+        len,
+        source: source.map(|s| SocketAddr::new(canonical(s.ip()), s.port())),
     }
 }
 
@@ -249,6 +334,128 @@ mod tests {
             let lb = nets(&["127.0.0.0/8"]);
             let got = client_address(Some(ip("127.0.0.1")), &lb, &[&v], &[&v]);
             prop_assert!(got.is_some());
+        }
+    }
+
+    /// A v2 header: PROXY (or LOCAL) over TCP with the given addresses block and TLVs.
+    fn v2(command: u8, family: u8, addresses: &[u8], tlvs: &[u8]) -> Vec<u8> {
+        let mut out = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+        out.push(0x20 | command);
+        out.push(family);
+        out.extend(((addresses.len() + tlvs.len()) as u16).to_be_bytes());
+        out.extend(addresses);
+        out.extend(tlvs);
+        out
+    }
+
+    fn complete(len: usize, source: &str) -> ProxyHeader {
+        ProxyHeader::Complete {
+            len,
+            source: Some(source.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_v1_header_names_the_client_and_its_length() {
+        let line = "PROXY TCP4 203.0.113.7 10.0.0.5 51000 8080\r\n";
+        let with_request = format!("{line}GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            proxy_header(with_request.as_bytes()),
+            complete(line.len(), "203.0.113.7:51000")
+        );
+        let line6 = "PROXY TCP6 2001:db8::1 2001:db8::2 40000 443\r\n";
+        assert_eq!(
+            proxy_header(line6.as_bytes()),
+            complete(line6.len(), "[2001:db8::1]:40000")
+        );
+        assert_eq!(
+            proxy_header(b"PROXY UNKNOWN\r\nGET"),
+            ProxyHeader::Complete {
+                len: 15,
+                source: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_v2_header_names_the_client_local_names_none() {
+        let mut v4 = vec![198, 51, 100, 9, 10, 0, 0, 5];
+        v4.extend(443u16.to_be_bytes());
+        v4.extend(8080u16.to_be_bytes());
+        // An AWS-style TLV (type 0xEA, 5 bytes) after the addresses.
+        let tlv = [0xEA, 0, 5, 1, 2, 3, 4, 5];
+        let h = v2(1, 0x11, &v4, &tlv);
+        let mut with_request = h.clone();
+        with_request.extend(b"POST /x HTTP/1.1\r\n");
+        assert_eq!(
+            proxy_header(&with_request),
+            complete(h.len(), "198.51.100.9:443")
+        );
+
+        let mut v6 = Vec::new();
+        v6.extend("2001:db8::7".parse::<Ipv6Addr>().unwrap().octets());
+        v6.extend("2001:db8::8".parse::<Ipv6Addr>().unwrap().octets());
+        v6.extend([0, 1, 0, 2]);
+        let h = v2(1, 0x21, &v6, &[]);
+        assert_eq!(proxy_header(&h), complete(h.len(), "[2001:db8::7]:1"));
+
+        let local = v2(0, 0x00, &[], &[]);
+        assert_eq!(
+            proxy_header(&local),
+            ProxyHeader::Complete {
+                len: 16,
+                source: None
+            }
+        );
+        // An IPv4-mapped IPv6 source is the IPv4 client.
+        let mut mapped = Vec::new();
+        mapped.extend("::ffff:192.0.2.1".parse::<Ipv6Addr>().unwrap().octets());
+        mapped.extend("::ffff:192.0.2.2".parse::<Ipv6Addr>().unwrap().octets());
+        mapped.extend([0, 9, 0, 10]);
+        let h = v2(1, 0x21, &mapped, &[]);
+        assert_eq!(proxy_header(&h), complete(h.len(), "192.0.2.1:9"));
+    }
+
+    #[test]
+    fn a_header_cut_anywhere_asks_for_more_and_anything_else_is_invalid() {
+        let line = b"PROXY TCP4 203.0.113.7 10.0.0.5 51000 8080\r\n";
+        let mut v4 = vec![198, 51, 100, 9, 10, 0, 0, 5];
+        v4.extend([1, 187, 31, 144]);
+        let bin = v2(1, 0x11, &v4, &[]);
+        for whole in [&line[..], &bin[..]] {
+            for cut in 1..whole.len() {
+                assert_eq!(
+                    proxy_header(&whole[..cut]),
+                    ProxyHeader::Incomplete,
+                    "{:?}",
+                    &whole[..cut]
+                );
+            }
+        }
+        for bad in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"POST /e/as/token HTTP/1.1\r\n",
+            b"PROXY TCP4 nonsense\r\n",
+            b"PROXY TCP4 203.0.113.7 10.0.0.5 51000\r\n",
+        ] {
+            assert_eq!(proxy_header(bad), ProxyHeader::Invalid, "{bad:?}");
+        }
+        // UDP over a TCP connection is nonsense.
+        let udp = v2(1, 0x12, &v4, &[]);
+        assert_eq!(proxy_header(&udp), ProxyHeader::Invalid);
+        // A v1 line never ends: invalid once past the longest v1 header.
+        let endless = [b"PROXY TCP4 ".as_slice(), &[b'1'; 200]].concat();
+        assert_eq!(proxy_header(&endless), ProxyHeader::Invalid);
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_get_an_answer_and_a_complete_header_fits_in_them(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300)
+        ) {
+            if let ProxyHeader::Complete { len, .. } = proxy_header(&bytes) {
+                prop_assert!(len <= bytes.len());
+            }
         }
     }
 }

@@ -11,6 +11,11 @@
 //!   however slowly the bytes come, or the connection is closed. Between requests, an idle
 //!   keep-alive connection is closed by Pingora's keep-alive timeout (`server.keepalive_timeout`).
 //!
+//! With `server.proxy_protocol`, a plain listener's connection must come from a trusted proxy and
+//! start with a PROXY protocol header ([`crate::client_addr::proxy_header`]), read within the
+//! same `header_timeout`; the client it names is the connection's peer from then on (caps,
+//! lockout, access log, `X-Forwarded-For`). Anything else is closed at once and counted.
+//!
 //! On TLS listeners the handshake comes before the app sees the connection: [`TlsDeadline`], a
 //! pre-handshake hook, shuts the socket down when the handshake and the first head are not done
 //! within `header_timeout` of the accept.
@@ -37,10 +42,10 @@ use pingora::protocols::{
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
 use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::client_addr::counting_key;
+use crate::client_addr::{counting_key, proxy_header, ProxyHeader};
 use crate::metrics::Metrics;
 use crate::runtime::Shared;
 
@@ -54,6 +59,7 @@ struct Limits {
     max_connections: usize,
     max_per_ip: usize,
     exempt: Vec<IpNet>,
+    proxy_protocol: bool,
 }
 
 impl Limits {
@@ -64,6 +70,7 @@ impl Limits {
             max_connections: s.max_connections,
             max_per_ip: s.max_connections_per_ip,
             exempt: s.trusted_proxies.clone(),
+            proxy_protocol: s.proxy_protocol,
         }
     }
 }
@@ -83,6 +90,8 @@ pub struct Connections {
 pub enum Refusal {
     MaxConnections,
     MaxConnectionsPerIp,
+    /// A PROXY protocol listener's connection from an untrusted peer, or without a valid header.
+    ProxyProtocol,
 }
 
 impl Refusal {
@@ -90,6 +99,7 @@ impl Refusal {
         match self {
             Refusal::MaxConnections => "max_connections",
             Refusal::MaxConnectionsPerIp => "max_connections_per_ip",
+            Refusal::ProxyProtocol => "proxy_protocol",
         }
     }
 }
@@ -172,6 +182,8 @@ pub struct Guarded<A> {
     shared: Shared,
     conns: Arc<Connections>,
     metrics: Arc<Metrics>,
+    /// Whether `server.proxy_protocol` applies to this app's plain listeners.
+    proxy_protocol: bool,
 }
 
 impl<A> Guarded<A> {
@@ -181,6 +193,59 @@ impl<A> Guarded<A> {
             shared,
             conns,
             metrics,
+            proxy_protocol: false,
+        }
+    }
+
+    /// Lets `server.proxy_protocol` apply to this app's plain listeners (the proxy's, not the
+    /// admin listener's: probes do not send the header).
+    pub fn with_proxy_protocol(mut self) -> Self {
+        self.proxy_protocol = true;
+        self
+    }
+
+    fn refuse(&self, why: Refusal) -> Option<Stream> {
+        self.metrics
+            .connections_refused
+            .with_label_values(&[why.as_str()])
+            .inc();
+        None
+    }
+}
+
+/// Reads the PROXY protocol header a plain connection starts with, by `deadline`: the stream with
+/// the bytes read past the header put back and, when the header names the client, the client as
+/// its peer address; `None` for anything else (a TLS stream, no valid header in time).
+async fn read_proxy_header(stream: Stream, deadline: Instant) -> Option<(Stream, Option<IpAddr>)> {
+    let mut l4: Box<L4Stream> = stream.into_any().downcast().ok()?;
+    let mut buf = Vec::with_capacity(128);
+    let mut chunk = [0u8; 256];
+    loop {
+        let n = tokio::time::timeout_at(deadline, l4.read(&mut chunk))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match proxy_header(&buf) {
+            ProxyHeader::Incomplete => {}
+            ProxyHeader::Invalid => return None,
+            ProxyHeader::Complete { len, source } => {
+                l4.rewind(&buf[len..]);
+                if let Some(source) = source {
+                    let digest = SocketDigest::from_raw_fd(l4.as_raw_fd());
+                    let _ = digest.peer_addr.set(Some(source.into()));
+                    if let Some(local) =
+                        l4.get_socket_digest().and_then(|d| d.local_addr().cloned())
+                    {
+                        let _ = digest.local_addr.set(Some(local));
+                    }
+                    l4.set_socket_digest(digest);
+                }
+                return Some((l4, source.map(|s| s.ip())));
+            }
         }
     }
 }
@@ -194,18 +259,25 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
     ) -> Option<Stream> {
         let accepted = self.conns.handshaken(&stream).unwrap_or_else(Instant::now);
         let limits = Limits::of(&self.shared);
-        let peer = stream
+        let mut peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let mut stream = stream;
+        if self.proxy_protocol && limits.proxy_protocol && stream.get_ssl().is_none() {
+            let from_proxy = peer.is_some_and(|ip| limits.exempt.iter().any(|n| n.contains(&ip)));
+            if !from_proxy {
+                return self.refuse(Refusal::ProxyProtocol);
+            }
+            let deadline = accepted + limits.header_timeout;
+            let Some((read, client)) = read_proxy_header(stream, deadline).await else {
+                return self.refuse(Refusal::ProxyProtocol);
+            };
+            stream = read;
+            peer = client.or(peer);
+        }
         let _slot = match self.conns.admit(peer, &limits) {
             Ok(slot) => slot,
-            Err(why) => {
-                self.metrics
-                    .connections_refused
-                    .with_label_values(&[why.as_str()])
-                    .inc();
-                return None;
-            }
+            Err(why) => return self.refuse(why),
         };
         let guarded = HeadDeadline::new(
             stream,
@@ -580,6 +652,7 @@ mod tests {
             max_connections: max,
             max_per_ip: per_ip,
             exempt: exempt.iter().map(|n| n.parse().unwrap()).collect(),
+            proxy_protocol: false,
         }
     }
 

@@ -126,7 +126,11 @@ impl Metrics {
             "Client assertions the gateway could not make (answered 500 server_error).",
         )?;
         registry.register(Box::new(signing_failures.clone()))?;
-        for reason in ["max_connections", "max_connections_per_ip"] {
+        for reason in [
+            "max_connections",
+            "max_connections_per_ip",
+            "proxy_protocol",
+        ] {
             connections_refused.with_label_values(&[reason]);
         }
         registry.register(Box::new(ClientMetrics::new(shared.clone())?))?;

@@ -52,7 +52,8 @@ pub fn build(
     raise_open_file_limit(shared.load().settings.server.max_connections);
     let gateway = Gateway::new(shared.clone(), metrics.clone(), drain.clone());
     let proxy_app = pingora::proxy::http_proxy(&server.configuration, gateway);
-    let guarded = Guarded::new(proxy_app, shared.clone(), conns.clone(), metrics.clone());
+    let guarded = Guarded::new(proxy_app, shared.clone(), conns.clone(), metrics.clone())
+        .with_proxy_protocol();
     let mut proxy = Service::new("tokengate".to_string(), guarded);
     // Set before the TLS listeners are added: each takes the hook it finds.
     proxy

@@ -125,6 +125,7 @@ pub(super) struct FileServer {
     pub(super) tls_key: Option<String>,
     pub(super) strict_paths: Option<bool>,
     pub(super) forward_client_address: Option<bool>,
+    pub(super) proxy_protocol: Option<bool>,
     #[serde(default, deserialize_with = "duration")]
     pub(super) header_timeout: Option<Duration>,
     pub(super) max_connections: Option<usize>,

@@ -559,8 +559,17 @@ fn lower_server(s: FileServer, base: &Base<'_>) -> Result<ServerSettings, Config
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let proxy_protocol = s.proxy_protocol.unwrap_or(d.proxy_protocol);
+    if proxy_protocol && trusted_proxies.is_empty() {
+        return Err(invalid(
+            "server.proxy_protocol",
+            "needs server.trusted_proxies (the load balancers' addresses): a PROXY header is \
+             believed only from them",
+        ));
+    }
     Ok(ServerSettings {
         tls,
+        proxy_protocol,
         listen,
         threads,
         strict_paths: s.strict_paths.unwrap_or(d.strict_paths),

@@ -311,6 +311,21 @@ mod tests {
     }
 
     #[test]
+    fn proxy_protocol_needs_trusted_proxies() {
+        let e = err(&format!("{MINIMAL}\n[server]\nproxy_protocol = true\n"));
+        assert!(
+            e.starts_with("server.proxy_protocol: needs server.trusted_proxies"),
+            "{e}"
+        );
+        let s = Settings::parse(&format!(
+            "{MINIMAL}\n[server]\nproxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]\n"
+        ))
+        .unwrap();
+        assert!(s.server.proxy_protocol);
+        assert!(!Settings::parse(MINIMAL).unwrap().server.proxy_protocol);
+    }
+
+    #[test]
     fn a_lockout_store_is_checked_key_by_key() {
         let cases = [
             ("store = \"http://redis:6379\"", "lockout.store: the scheme"),

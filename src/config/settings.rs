@@ -238,6 +238,9 @@ pub struct ServerSettings {
     /// Send upstreams `X-Forwarded-For`: a trusted proxy's chain with the proxy appended, or the
     /// peer's address alone (a forged value never reaches the server). Off: as the client sent it.
     pub forward_client_address: bool,
+    /// Connections to the plain (`listen`) listeners start with a PROXY protocol header (v1 or
+    /// v2) naming the client; only trusted proxies may send them.
+    pub proxy_protocol: bool,
     /// A request head (and a TLS handshake) must be complete within this, however slowly it
     /// comes.
     pub header_timeout: Duration,
@@ -260,6 +263,7 @@ impl Default for ServerSettings {
             tls: None,
             strict_paths: true,
             forward_client_address: true,
+            proxy_protocol: false,
             trusted_proxies: Vec::new(),
             header_timeout: Duration::from_secs(10),
             max_connections: 10_000,

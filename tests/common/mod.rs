@@ -413,6 +413,23 @@ pub fn logs() -> String {
     String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
 }
 
+/// The captured logs once `expected` appears in them (a line is written after its answer went
+/// out: a readiness poll, bounded by [`WAIT`]); panics with the logs when it does not.
+pub fn logs_once_they_hold(expected: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = logs();
+        if text.contains(expected) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "logs never held {expected:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Fails when any captured log line carries client credentials: a client_secret parameter, an
 /// Authorization value, or Basic credentials.
 pub fn assert_logs_hold_no_credentials() {
