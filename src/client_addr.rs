@@ -105,14 +105,16 @@ pub fn proxy_header(buf: &[u8]) -> ProxyHeader {
     let (len, source) = if buf.is_empty() {
         return ProxyHeader::Incomplete;
     } else if starts_like(V1_PREFIX) {
-        // A v1 line is judged whole, once its end is in.
-        if !buf.contains(&b'\n') {
-            return match buf.len() < V1_MAX {
-                true => ProxyHeader::Incomplete,
-                false => ProxyHeader::Invalid,
-            };
-        }
-        let Ok(h) = v1::Header::try_from(buf) else {
+        // A v1 line ends at its first CR, which a LF must follow; it is judged once that is in.
+        let line = match buf.iter().position(|&b| b == b'\r') {
+            Some(cr) if cr + 2 > V1_MAX => return ProxyHeader::Invalid,
+            Some(cr) if cr + 1 == buf.len() => return ProxyHeader::Incomplete,
+            Some(cr) if buf[cr + 1] == b'\n' => &buf[..cr + 2],
+            Some(_) => return ProxyHeader::Invalid,
+            None if buf.len() < V1_MAX => return ProxyHeader::Incomplete,
+            None => return ProxyHeader::Invalid,
+        };
+        let Ok(h) = v1::Header::try_from(line) else {
             return ProxyHeader::Invalid;
         };
         let source = match h.addresses {
@@ -440,6 +442,23 @@ mod tests {
         ] {
             assert_eq!(proxy_header(bad), ProxyHeader::Invalid, "{bad:?}");
         }
+        // The line ends at its first CR (fuzzing found answers that more bytes changed when
+        // the end was looked for elsewhere): without one it is incomplete, however many LFs.
+        assert_eq!(
+            proxy_header(b"PROXY UNKNOWN U5KTCP\n\n"),
+            ProxyHeader::Incomplete
+        );
+        assert_eq!(
+            proxy_header(b"PROXY UNKNOWN U5KTCP\n\n\r\n"),
+            ProxyHeader::Complete {
+                len: 24,
+                source: None
+            }
+        );
+        assert_eq!(
+            proxy_header(b"PROXY UNKNOWN x\ry\r\n"),
+            ProxyHeader::Invalid
+        );
         // UDP over a TCP connection is nonsense.
         let udp = v2(1, 0x12, &v4, &[]);
         assert_eq!(proxy_header(&udp), ProxyHeader::Invalid);
