@@ -10,7 +10,8 @@
 //! - **A lockout that stops guessing, not clients**: failures are counted per (envID, client_id)
 //!   and per source address ([`FailureLimiter`]). A secret that verified recently passes even
 //!   while its client_id is locked out (someone else's guesses cannot lock a working client out);
-//!   any other secret of a locked client or address gets 429 without being verified.
+//!   any other secret of a locked client or address gets 429 without being verified. A public
+//!   client (no secret) is refused only while its request's address is locked.
 //! - **A burst buys no extra guesses**: a failure is reserved before a verification and released
 //!   when it succeeds, so at most the threshold of guesses sent at once are verified; identical
 //!   verifications in flight run once (a fleet starting with one secret is one verification).
@@ -142,7 +143,9 @@ impl Validator {
                 self.fail_unverified(&who).await?;
                 return Err(failed);
             };
-            self.limiter.check(&who).await.map_err(refused)?;
+            // No secret, nothing to guess: only an address that has been guessing is refused
+            // (the client's own count would let anyone lock a public client out).
+            self.limiter.check_address(&who).await.map_err(refused)?;
             (r, Reading::Standard)
         } else {
             let readings = readings(x);

@@ -179,6 +179,40 @@ fn an_attack_on_a_client_id_does_not_lock_its_owner_out() {
     assert_eq!(s.up.received().len(), 22);
 }
 
+/// A public client has no secret to guess: wrong secrets sent under its client_id lock nobody
+/// out but the address that sent them.
+#[test]
+fn guesses_under_a_public_clients_id_do_not_lock_it_out() {
+    let lockout = "[lockout]\nmax_failures_per_client = 3\nmax_failures_per_ip = 5\n";
+    let s = setup("abuse-public", "", lockout);
+    let public = token_post(
+        ENV,
+        &[FORM],
+        "grant_type=authorization_code&client_id=spa&code=c&code_verifier=v",
+    );
+    let statuses: Vec<u16> = (0..5)
+        .map(|_| {
+            s.gw.send_from(PROXY, &token_post(ENV, &[FORM], &form("spa", "x")))
+                .status()
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [401, 401, 401, 429, 429],
+        "the client_id is locked for guesses"
+    );
+    assert_eq!(s.gw.send_from(DIRECT, &public).status(), 200);
+    assert_eq!(s.gw.send_from(PROXY, &public).status(), 200);
+    // Two more failures from the guessing address lock it, for public requests too.
+    for id in ["g1", "g2"] {
+        let r =
+            s.gw.send_from(PROXY, &token_post(ENV, &[FORM], &form(id, "x")));
+        assert_eq!(r.status(), 401);
+    }
+    assert_oauth_error(&s.gw.send_from(PROXY, &public), 429, "slow_down");
+    assert_eq!(s.gw.send_from(DIRECT, &public).status(), 200);
+}
+
 #[test]
 fn a_burst_of_wrong_secrets_gets_at_most_the_threshold_verified() {
     let lockout = "[lockout]\nmax_failures_per_client = 10\nmax_failures_per_ip = 1000\n";

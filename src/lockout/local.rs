@@ -252,6 +252,16 @@ impl LocalLimiter {
     /// `Err(retry_after)` when the client or the address is locked.
     pub fn check_now(&self, who: &Who<'_>) -> Result<(), Duration> {
         let (client, ip) = self.keys(who);
+        self.check_keys(client, ip)
+    }
+
+    /// `Err(retry_after)` when the address is locked.
+    pub fn check_address_now(&self, who: &Who<'_>) -> Result<(), Duration> {
+        let (_, ip) = self.keys(who);
+        self.check_keys(None, ip)
+    }
+
+    fn check_keys(&self, client: Option<u64>, ip: Option<u64>) -> Result<(), Duration> {
         let (window, left) = self.window();
         match self.locked(client, ip, window) {
             true => Err(round_up_secs(left)),
@@ -284,8 +294,8 @@ impl LocalLimiter {
 
 #[async_trait]
 impl FailureLimiter for LocalLimiter {
-    async fn check(&self, who: &Who<'_>) -> Result<(), Refusal> {
-        self.check_now(who).map_err(Refusal::Locked)
+    async fn check_address(&self, who: &Who<'_>) -> Result<(), Refusal> {
+        self.check_address_now(who).map_err(Refusal::Locked)
     }
 
     async fn reserve(&self, who: &Who<'_>) -> Result<Held, Refusal> {

@@ -74,9 +74,11 @@ pub enum Refusal {
 /// Counts authentication failures and says when a client or address is locked out.
 #[async_trait]
 pub trait FailureLimiter: Send + Sync {
-    /// `Err` when either the client or the address is over its threshold (or the limiter cannot
-    /// tell and is configured to refuse).
-    async fn check(&self, who: &Who<'_>) -> Result<(), Refusal>;
+    /// `Err` when the *address* is over its threshold (or the limiter cannot tell and is
+    /// configured to refuse). For requests that present no secret (public clients): there is
+    /// nothing of the client to guess, so its own count does not stop it — else anyone could lock
+    /// a public client out by sending wrong secrets under its client_id.
+    async fn check_address(&self, who: &Who<'_>) -> Result<(), Refusal>;
     /// Counts one failure for both keys, unless either is locked (then nothing is counted). The
     /// failure stays counted unless the reservation is released.
     async fn reserve(&self, who: &Who<'_>) -> Result<Reservation, Refusal>;

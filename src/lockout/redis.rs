@@ -164,9 +164,11 @@ impl RedisCounters {
         key_names(&self.tag, &self.config, who)
     }
 
-    /// Whether `who` is locked.
-    pub(crate) async fn check(&self, who: &Who<'_>) -> Result<Answer, StoreError> {
-        self.decide("check", self.keys(who)).await
+    /// Whether `who`'s address is locked (no call without an address limit and an address).
+    pub(crate) async fn check_address(&self, who: &Who<'_>) -> Result<Answer, StoreError> {
+        let mut keys = self.keys(who);
+        keys.retain(|(k, _)| k.starts_with(&format!("{}:a:", self.tag)));
+        self.decide("check", keys).await
     }
 
     /// Counts a failure unless `who` is locked.

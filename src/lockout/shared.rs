@@ -131,11 +131,11 @@ impl SharedLimiter {
 
 #[async_trait]
 impl FailureLimiter for SharedLimiter {
-    async fn check(&self, who: &Who<'_>) -> Result<(), Refusal> {
-        match self.ask(self.store.check(who)).await {
+    async fn check_address(&self, who: &Who<'_>) -> Result<(), Refusal> {
+        match self.ask(self.store.check_address(who)).await {
             Some(Answer::Open(_)) => Ok(()),
             Some(Answer::Locked(retry)) => Err(Refusal::Locked(retry)),
-            None => self.fallback(|| self.local.check_now(who).map_err(Refusal::Locked)),
+            None => self.fallback(|| self.local.check_address_now(who).map_err(Refusal::Locked)),
         }
     }
 
