@@ -26,6 +26,7 @@
 #   refuse_local       a wrong secret every time, thresholds out of reach: every request reserves a
 #                      failure in the process's counters, verifies (sha256) and answers 401
 #   refuse_redis       the same with the failures counted in Redis: one round trip per request
+# (their "upstream CPU" column includes redis-server's CPU)
 #
 # The request is PingOne's client_secret_post token sample (see benches/lib.sh); to_post gets its
 # Basic equivalent. Before measuring, one request per target to a check envID that the upstream
@@ -85,18 +86,20 @@ for t in "${TARGETS[@]}"; do
 done
 
 # run NAME SECONDS -> "requests rps p50 p99 cpu_us_per_request upstream_cpu_us_per_request"
+# (for the *_redis targets the upstream column includes redis-server's CPU: what they depend on)
 run() {
-  local name=$1 seconds=$2 spec out before up_before after up_after pids parsed
+  local name=$1 seconds=$2 spec out before up_before after up_after pids parsed deps=$UP_PIDS
+  if [[ $name == *_redis ]]; then deps="$deps ${T_PIDS[redis]}"; fi
   spec=$(target_request "$name")
   read -r -a pids <<<"${T_PIDS[$name]}"
   before=$(ticks "${pids[@]}")
   # shellcheck disable=SC2086 # PIDs: split on whitespace
-  up_before=$(ticks $UP_PIDS)
+  up_before=$(ticks $deps)
   out=$(pin "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${seconds}s" --latency \
     -s "$tmp/${spec% *}.lua" "http://127.0.0.1:${T_PORT[$name]}/$ENV_ID/as/token")
   after=$(ticks "${pids[@]}")
   # shellcheck disable=SC2086
-  up_after=$(ticks $UP_PIDS)
+  up_after=$(ticks $deps)
   parsed=$(parse_wrk "$name" "$out")
   awk -v p="$parsed" -v b="$before" -v a="$after" -v ub="$up_before" -v ua="$up_after" \
     -v hz="$CLK_TCK" -v self="$([ "$name" = upstream ] && echo 1 || echo 0)" 'BEGIN {
