@@ -71,6 +71,11 @@ struct Setup {
 
 /// `clients_extra` goes into `[clients]`, `extra` after the last section.
 fn setup(name: &str, clients_extra: &str, extra: &str) -> Setup {
+    setup_with(name, clients_extra, extra, "")
+}
+
+/// [`setup`] with more `[server]` keys.
+fn setup_with(name: &str, clients_extra: &str, extra: &str, server_extra: &str) -> Setup {
     let up = Upstream::start(Behaviour::default());
     let dir = TempDir::new(name);
     let clients = write_clients(&dir, &clients());
@@ -81,22 +86,13 @@ fn setup(name: &str, clients_extra: &str, extra: &str) -> Setup {
          [clients]\nfile = \"{}\"\n{clients_extra}\n[admin]\nlisten = \"{admin}\"\n{extra}",
         clients.display()
     );
-    let gw = Gateway::start(&config(up.addr, &toml));
+    let gw = Gateway::start_with(&config(up.addr, &toml), server_extra);
     Setup {
         gw,
         up,
         admin,
         _dir: dir,
     }
-}
-
-fn form(client_id: &str, secret: &str) -> String {
-    let enc = |s: &str| tokengate::protocol::form::encode(s.as_bytes());
-    format!(
-        "grant_type=client_credentials&client_id={}&client_secret={}",
-        enc(client_id),
-        enc(secret)
-    )
 }
 
 fn token_at(env: &str) -> String {
@@ -724,17 +720,15 @@ fn send_parts(gw: &Gateway, from: IpAddr, parts: &[&[u8]]) -> Option<Message> {
 #[test]
 fn behind_a_proxy_protocol_balancer_clients_are_the_addresses_it_names() {
     let lockout = "[lockout]\nmax_failures_per_client = 1000\nmax_failures_per_ip = 3\n";
-    let up = Upstream::start(Behaviour::default());
-    let dir = TempDir::new("abuse-proxy-protocol");
-    let clients = write_clients(&dir, &clients());
-    let admin = free_addr();
-    let toml = format!(
-        "{}[clients]\nfile = \"{}\"\n[admin]\nlisten = \"{admin}\"\n{lockout}",
-        token_route("validate"),
-        clients.display()
-    );
-    let gw = Gateway::start_with(
-        &config(up.addr, &toml),
+    let Setup {
+        gw,
+        up,
+        admin,
+        _dir,
+    } = setup_with(
+        "abuse-proxy-protocol",
+        "",
+        lockout,
         "trusted_proxies = [\"127.0.0.2/32\"]\nproxy_protocol = true",
     );
     let good = token_post(ENV, &[FORM], &form("web", WEB_SECRET));

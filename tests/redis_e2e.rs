@@ -82,12 +82,7 @@ impl Replica {
     /// A client_credentials request for `client_id` with `secret`; the answer's status and how
     /// long it took.
     fn token(&self, client_id: &str, secret: &str) -> (Message, Duration) {
-        let enc = |s: &str| tokengate::protocol::form::encode(s.as_bytes());
-        let body = format!(
-            "grant_type=client_credentials&client_id={}&client_secret={}",
-            enc(client_id),
-            enc(secret)
-        );
+        let body = form(client_id, secret);
         let started = Instant::now();
         let mut s = connect_when_listening(self.addr);
         s.set_read_timeout(Some(WAIT)).unwrap();

@@ -83,15 +83,6 @@ fn post_basic(gw: &Gateway, user: &str, secret: &str, body: &str) -> Message {
     gw.send(&token_post(ENV, &[FORM, ("Authorization", &auth)], body))
 }
 
-fn form(client_id: &str, secret: &str) -> String {
-    let enc = |s: &str| tokengate::protocol::form::encode(s.as_bytes());
-    format!(
-        "grant_type=client_credentials&client_id={}&client_secret={}",
-        enc(client_id),
-        enc(secret)
-    )
-}
-
 // ---- outcomes -------------------------------------------------------------------------------
 
 #[test]

@@ -605,6 +605,16 @@ pub fn metric(admin: SocketAddr, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A client_credentials body with `client_secret_post` credentials (form-encoded).
+pub fn form(client_id: &str, secret: &str) -> String {
+    let enc = |s: &str| tokengate::protocol::form::encode(s.as_bytes());
+    format!(
+        "grant_type=client_credentials&client_id={}&client_secret={}",
+        enc(client_id),
+        enc(secret)
+    )
+}
+
 /// A token POST with the given extra headers and body.
 pub fn token_post(path: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
     let mut out = format!("POST {path} HTTP/1.1\r\nHost: gw.test\r\n");
