@@ -28,9 +28,16 @@ impl Base<'_> {
 
 /// Reads the certificates of a PEM file (DER, each checked to parse as X.509).
 fn load_certs(key: &str, path: &Path) -> Result<Vec<Vec<u8>>, ConfigError> {
-    let pem = std::fs::read(path)
-        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+    certs_in(key, path, &read_file(key, path)?)
+}
+
+fn read_file(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))
+}
+
+/// The certificates of `pem`, read from `path` (DER, each checked to parse as X.509).
+fn certs_in(key: &str, path: &Path, pem: &[u8]) -> Result<Vec<Vec<u8>>, ConfigError> {
+    let certs = rustls_pemfile::certs(&mut &pem[..])
         .map(|c| c.map(|c| c.to_vec()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
@@ -228,12 +235,7 @@ fn lower_admin(a: FileAdmin) -> Result<AdminSettings, ConfigError> {
         None => None,
         Some(t) => {
             let token = match t.strip_prefix("env:") {
-                Some(var) => std::env::var(var).map_err(|_| {
-                    invalid(
-                        "admin.bearer_token",
-                        format!("environment variable {var} is not set"),
-                    )
-                })?,
+                Some(var) => env_var("admin.bearer_token", var)?,
                 None => t,
             };
             if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -286,12 +288,8 @@ fn lower_lockout_store(
             None => Ok(None),
         };
     };
-    let from_env = |key: &str, var: &str| {
-        std::env::var(var)
-            .map_err(|_| invalid(key, format!("environment variable {var} is not set")))
-    };
     let (url, written) = match store.strip_prefix("env:") {
-        Some(var) => (from_env("lockout.store", var)?, false),
+        Some(var) => (env_var("lockout.store", var)?, false),
         None => (store.clone(), true),
     };
     let url = SecretString::from(url);
@@ -332,7 +330,7 @@ fn lower_lockout_store(
     let password = match &l.store_password {
         None => None,
         Some(p) => match p.strip_prefix("env:") {
-            Some(var) => Some(SecretString::from(from_env("lockout.store_password", var)?)),
+            Some(var) => Some(SecretString::from(env_var("lockout.store_password", var)?)),
             None => {
                 return Err(invalid(
                     "lockout.store_password",
@@ -350,14 +348,10 @@ fn lower_lockout_store(
             ))
         }
         Some(f) => {
-            let path = base.path(f);
-            load_certs("lockout.store_ca_file", &path)?;
-            Some(std::fs::read(&path).map_err(|e| {
-                invalid(
-                    "lockout.store_ca_file",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?)
+            let (key, path) = ("lockout.store_ca_file", base.path(f));
+            let pem = read_file(key, &path)?;
+            certs_in(key, &path, &pem)?;
+            Some(pem)
         }
     };
     let key_prefix = l
@@ -402,6 +396,11 @@ fn lower_lockout_store(
         cooldown,
         on_error: l.on_store_error.unwrap_or_default(),
     }))
+}
+
+/// The value of environment variable `var`, which `key` names with `env:`.
+fn env_var(key: &str, var: &str) -> Result<String, ConfigError> {
+    std::env::var(var).map_err(|_| invalid(key, format!("environment variable {var} is not set")))
 }
 
 fn all_positive(section: &str, fields: &[(&str, Duration)]) -> Result<(), ConfigError> {
