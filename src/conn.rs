@@ -63,6 +63,12 @@ struct Limits {
 }
 
 impl Limits {
+    /// Whether `ip` is a trusted proxy's (exempt from the per-address cap; may send PROXY
+    /// headers).
+    fn trusts(&self, ip: &IpAddr) -> bool {
+        self.exempt.iter().any(|n| n.contains(ip))
+    }
+
     fn of(shared: &Shared) -> Limits {
         let s = &shared.load().settings.server;
         Limits {
@@ -136,7 +142,7 @@ impl Connections {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return Err(Refusal::MaxConnections);
         }
-        let counted = peer.filter(|ip| !limits.exempt.iter().any(|n| n.contains(ip)));
+        let counted = peer.filter(|ip| !limits.trusts(ip));
         let mut slot = Slot {
             conns: self,
             ip: None,
@@ -254,7 +260,7 @@ async fn read_proxy_header(stream: Stream, deadline: Instant) -> Option<(Stream,
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
     async fn process_new(
         self: &Arc<Self>,
-        stream: Stream,
+        mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let accepted = self.conns.handshaken(&stream).unwrap_or_else(Instant::now);
@@ -262,9 +268,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         let mut peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let mut stream = stream;
         if self.proxy_protocol && limits.proxy_protocol && stream.get_ssl().is_none() {
-            let from_proxy = peer.is_some_and(|ip| limits.exempt.iter().any(|n| n.contains(&ip)));
+            let from_proxy = peer.is_some_and(|ip| limits.trusts(&ip));
             if !from_proxy {
                 return self.refuse(Refusal::ProxyProtocol);
             }

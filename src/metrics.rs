@@ -324,18 +324,12 @@ impl Collector for ClientMetrics {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let mut out = Vec::new();
-        let mut counter = |(name, help): (&str, &str), v: u64| {
-            if let Ok(c) = IntCounter::new(name, help) {
-                c.inc_by(v);
-                out.extend(c.collect());
-            }
-        };
         let rt = self.shared.load();
         let Some(validator) = &rt.validator else {
             return out;
         };
         let v = validator.verifier().stats();
-        counter(VERIFICATIONS_REFUSED, v.refused);
+        counter(&mut out, VERIFICATIONS_REFUSED, v.refused);
         let stats = validator.store().stats();
         if let Some(s) = stats.cache {
             let values = [
@@ -348,58 +342,60 @@ impl Collector for ClientMetrics {
                 s.fetch_failures,
             ];
             for (c, v) in CACHE_COUNTERS.into_iter().zip(values) {
-                counter(c, v);
+                counter(&mut out, c, v);
             }
         }
-        if let Ok(c) = IntCounterVec::new(Opts::new(VERIFICATIONS.0, VERIFICATIONS.1), &["kind"]) {
-            for (kind, n) in [
-                ("argon2id", v.argon2id),
-                ("sha256", v.sha256),
-                ("plain", v.plain),
-            ] {
-                c.with_label_values(&[kind]).inc_by(n);
-            }
-            out.extend(c.collect());
-        }
+        let kinds = [
+            ("argon2id", v.argon2id),
+            ("sha256", v.sha256),
+            ("plain", v.plain),
+        ];
+        labelled(&mut out, VERIFICATIONS, "kind", &kinds);
         let store = validator.limiter().stats();
         if store.shared {
-            if let Ok(c) = IntCounter::new(STORE_SKIPPED.0, STORE_SKIPPED.1) {
-                c.inc_by(store.skipped);
-                out.extend(c.collect());
-            }
-            let labelled = [
-                (
-                    STORE_ERRORS,
-                    "kind",
-                    [("error", store.errors), ("timeout", store.timeouts)],
-                ),
-                (
-                    STORE_FALLBACKS,
-                    "action",
-                    [("local", store.fell_back), ("refused", store.refused)],
-                ),
-            ];
-            for ((name, help), label, values) in labelled {
-                if let Ok(c) = IntCounterVec::new(Opts::new(name, help), &[label]) {
-                    for (value, n) in values {
-                        c.with_label_values(&[value]).inc_by(n);
-                    }
-                    out.extend(c.collect());
-                }
-            }
-            if let Ok(g) = IntGauge::new(STORE_BREAKER.0, STORE_BREAKER.1) {
-                g.set(i64::from(store.breaker_open));
-                out.extend(g.collect());
-            }
+            counter(&mut out, STORE_SKIPPED, store.skipped);
+            let errors = [("error", store.errors), ("timeout", store.timeouts)];
+            labelled(&mut out, STORE_ERRORS, "kind", &errors);
+            let fallbacks = [("local", store.fell_back), ("refused", store.refused)];
+            labelled(&mut out, STORE_FALLBACKS, "action", &fallbacks);
+            gauge(&mut out, STORE_BREAKER, i64::from(store.breaker_open));
         }
         let gauges = [stats.records as i64, stats.file_generation as i64];
-        for ((name, help), v) in GAUGES.into_iter().zip(gauges) {
-            if let Ok(g) = IntGauge::new(name, help) {
-                g.set(v);
-                out.extend(g.collect());
-            }
+        for (g, v) in GAUGES.into_iter().zip(gauges) {
+            gauge(&mut out, g, v);
         }
         out
+    }
+}
+
+/// A counter read at scrape time.
+fn counter(out: &mut Vec<MetricFamily>, (name, help): (&str, &str), v: u64) {
+    if let Ok(c) = IntCounter::new(name, help) {
+        c.inc_by(v);
+        out.extend(c.collect());
+    }
+}
+
+/// A counter with one label, one series per `(value, count)`, read at scrape time.
+fn labelled(
+    out: &mut Vec<MetricFamily>,
+    (name, help): (&str, &str),
+    label: &str,
+    series: &[(&str, u64)],
+) {
+    if let Ok(c) = IntCounterVec::new(Opts::new(name, help), &[label]) {
+        for (value, n) in series {
+            c.with_label_values(&[*value]).inc_by(*n);
+        }
+        out.extend(c.collect());
+    }
+}
+
+/// A gauge read at scrape time.
+fn gauge(out: &mut Vec<MetricFamily>, (name, help): (&str, &str), v: i64) {
+    if let Ok(g) = IntGauge::new(name, help) {
+        g.set(v);
+        out.extend(g.collect());
     }
 }
 

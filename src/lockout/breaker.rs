@@ -35,6 +35,10 @@ impl Breaker {
         self.threshold
     }
 
+    pub fn cooldown(&self) -> Duration {
+        self.cooldown
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // The state is two plain numbers: a panic elsewhere cannot leave it half-written.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)

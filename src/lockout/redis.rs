@@ -166,9 +166,8 @@ impl RedisCounters {
 
     /// Whether `who`'s address is locked (no call without an address limit and an address).
     pub(crate) async fn check_address(&self, who: &Who<'_>) -> Result<Answer, StoreError> {
-        let mut keys = self.keys(who);
-        keys.retain(|(k, _)| k.starts_with(&format!("{}:a:", self.tag)));
-        self.decide("check", keys).await
+        let key = address_key(&self.tag, &self.config, who);
+        self.decide("check", key.into_iter().collect()).await
     }
 
     /// Counts a failure unless `who` is locked.
@@ -265,28 +264,33 @@ impl RedisCounters {
 
 /// The keys `who` is counted under in the store tagged `tag`, with their thresholds.
 fn key_names(tag: &str, config: &LockoutConfig, who: &Who<'_>) -> Vec<(String, u32)> {
-    let mut out = Vec::with_capacity(2);
-    if config.max_failures_per_client > 0 {
+    client_key(tag, config, who)
+        .into_iter()
+        .chain(address_key(tag, config, who))
+        .collect()
+}
+
+/// The key of `who`'s client, unless the per-client limit is off.
+fn client_key(tag: &str, config: &LockoutConfig, who: &Who<'_>) -> Option<(String, u32)> {
+    let max = config.max_failures_per_client;
+    (max > 0).then(|| {
         let mut h = Sha256::new();
         h.update(b"client\0");
         h.update((who.env_id.len() as u64).to_be_bytes());
         h.update(who.env_id.as_bytes());
         h.update(who.client_id);
-        out.push((
-            format!("{tag}:c:{}", hex16(&h.finalize())),
-            config.max_failures_per_client,
-        ));
-    }
-    if let (true, Some(ip)) = (config.max_failures_per_ip > 0, who.ip) {
-        let mut h = Sha256::new();
-        h.update(b"address\0");
-        h.update(counting_key(ip).to_string().as_bytes());
-        out.push((
-            format!("{tag}:a:{}", hex16(&h.finalize())),
-            config.max_failures_per_ip,
-        ));
-    }
-    out
+        (format!("{tag}:c:{}", hex16(&h.finalize())), max)
+    })
+}
+
+/// The key of `who`'s address, unless the per-address limit is off or there is no address.
+fn address_key(tag: &str, config: &LockoutConfig, who: &Who<'_>) -> Option<(String, u32)> {
+    let max = config.max_failures_per_ip;
+    let ip = who.ip.filter(|_| max > 0)?;
+    let mut h = Sha256::new();
+    h.update(b"address\0");
+    h.update(counting_key(ip).to_string().as_bytes());
+    Some((format!("{tag}:a:{}", hex16(&h.finalize())), max))
 }
 
 /// The first 16 bytes of a digest in hex (128 bits: no collisions between real keys).

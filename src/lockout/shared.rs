@@ -42,7 +42,6 @@ pub struct SharedLimiter {
     local: LocalLimiter,
     breaker: Breaker,
     on_error: OnStoreError,
-    cooldown: Duration,
     errors: AtomicU64,
     timeouts: AtomicU64,
     skipped: AtomicU64,
@@ -69,7 +68,6 @@ impl SharedLimiter {
             local: LocalLimiter::new(config),
             breaker: Breaker::new(BREAKER_THRESHOLD, store.cooldown),
             on_error: store.on_error,
-            cooldown: store.cooldown,
             errors: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
@@ -106,7 +104,7 @@ impl SharedLimiter {
                         on_store_error = ?self.on_error,
                         "lockout store failed {} times in a row: not asked for {:?}",
                         self.breaker.threshold(),
-                        self.cooldown,
+                        self.breaker.cooldown(),
                     );
                 }
                 None
