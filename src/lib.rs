@@ -39,6 +39,7 @@ pub mod metrics;
 pub mod observe;
 pub mod protocol;
 pub mod proxy;
+pub mod request_stream;
 pub mod routing;
 pub mod runtime;
 pub mod server;
