@@ -1,12 +1,21 @@
-//! The client's address behind proxies. Pure.
+//! The client's address behind proxies, and the forwarding fields the upstream receives. Pure.
 //!
 //! Behind a load balancer every connection comes from the balancer. For a connection from a
-//! trusted proxy (`server.trusted_proxies`), the client is the rightmost address of
-//! `X-Forwarded-For` (or, without it, of RFC 7239 `Forwarded`'s `for=`) that is not itself a
-//! trusted proxy: each proxy appends the address it received the request from, so the entries to
-//! the right of the first untrusted one were written by proxies the operator trusts, and the ones
-//! to its left by whoever sent the request (which may be anyone). From any other connection these
-//! headers are ignored. The result is what per-address lockout counting and the access log use.
+//! trusted proxy (`server.trusted_proxies`), the forwarding field those proxies write
+//! (`server.forwarded_header`: `X-Forwarded-For`, or RFC 7239 `Forwarded`'s `for=`; only that
+//! one is read) is walked right to left: each proxy appends the address it received the request
+//! from, so the entries written by trusted proxies are at the right. The first address that is
+//! not a trusted proxy's is the client; an entry that is not an address ends the walk, and the
+//! client is then the last trusted hop (nothing left of it is believed). From any other connection
+//! the field is not read: the peer is the client. The result is what per-address lockout counting
+//! and the access log use.
+//!
+//! What the upstream receives ([`Forwarding::edits`]): the gateway's own `X-Forwarded-For` (and,
+//! when the proxies write `Forwarded`, its own `Forwarded`): the believed entries, from the
+//! client rightwards, plus the peer; `Forwarded`, `X-Real-IP`, `X-Forwarded-Host` and
+//! `X-Forwarded-Proto` from a peer that is not a trusted proxy are removed, and so is `Forwarded`
+//! from anyone when the proxies write `X-Forwarded-For` (a proxy does not write it, so the client
+//! did).
 //!
 //! A load balancer that speaks the PROXY protocol instead names the client ahead of the
 //! connection's bytes ([`proxy_header`]); the connection then counts as the client's own.
@@ -14,60 +23,187 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
+use serde::Deserialize;
 
-/// The client's address: `peer`, or for a connection from a trusted proxy the address its
-/// forwarding headers name (see the module docs). `x_forwarded_for` and `forwarded` hold every
-/// value of those headers, in order. A header that does not parse whole is ignored.
-pub fn client_address(
-    peer: Option<IpAddr>,
-    trusted: &[IpNet],
-    x_forwarded_for: &[&[u8]],
-    forwarded: &[&[u8]],
-) -> Option<IpAddr> {
-    let peer = peer?;
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(&canonical(*ip)));
-    if !is_trusted(&peer) {
-        return Some(peer);
-    }
-    let hops = if !x_forwarded_for.is_empty() {
-        parse_list(x_forwarded_for, parse_xff_entry)
-    } else if !forwarded.is_empty() {
-        parse_list(forwarded, parse_forwarded_element)
-    } else {
-        None
-    };
-    let Some(hops) = hops else {
-        return Some(peer);
-    };
-    let client = hops
-        .iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .or_else(|| hops.first())
-        .copied()
-        .unwrap_or(peer);
-    Some(canonical(client))
+/// The field trusted proxies name the client in (`server.forwarded_header`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum ForwardedHeader {
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// RFC 7239.
+    #[serde(rename = "forwarded")]
+    Forwarded,
 }
 
-/// The `X-Forwarded-For` value the upstream receives for a request from `peer` (the address the
-/// connection came from): from a trusted proxy, the value it sent (every field, in order) with
-/// `peer` appended, as each proxy appends the address it received the request from; from anyone
-/// else, `peer` alone, so that a forged value never reaches the server. A value from a trusted
-/// proxy that is not an address list is replaced too.
-pub fn forwarded_for(peer: IpAddr, trusted: &[IpNet], received: &[&[u8]]) -> String {
-    let peer = canonical(peer);
-    let from_trusted = trusted.iter().any(|net| net.contains(&peer));
-    if from_trusted && !received.is_empty() && parse_list(received, parse_xff_entry).is_some() {
-        let mut out = String::new();
-        for value in received {
-            // Parsed above: ASCII addresses, commas and spaces only.
-            out.push_str(std::str::from_utf8(value).unwrap_or_default().trim());
-            out.push_str(", ");
+impl ForwardedHeader {
+    /// The field's name, as the request map holds it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::Forwarded => "forwarded",
         }
-        out.push_str(&peer.to_string());
-        out
-    } else {
-        peer.to_string()
+    }
+}
+
+/// How the gateway treats forwarding fields (from `[server]`).
+#[derive(Debug, Clone, Default)]
+pub struct ForwardingPolicy {
+    /// `server.trusted_proxies`.
+    pub trusted: Vec<IpNet>,
+    /// `server.forwarded_header`.
+    pub header: ForwardedHeader,
+    /// `server.forward_client_address`: the gateway writes the forwarding field(s) itself.
+    pub write: bool,
+    /// `server.keep_forwarding_headers`: the fields the gateway would remove pass as sent.
+    pub keep: bool,
+}
+
+impl ForwardingPolicy {
+    fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// One believed hop of a forwarding chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Hop {
+    ip: IpAddr,
+    /// The `Forwarded` element as written (its other parameters, such as `proto=`, kept).
+    element: Option<String>,
+}
+
+/// Who sent a request: the connection's peer and, behind trusted proxies, the client their
+/// forwarding field names (see the module docs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Forwarding {
+    /// The client's address.
+    pub client: Option<IpAddr>,
+    /// The address the connection comes from.
+    pub peer: Option<IpAddr>,
+    peer_trusted: bool,
+    /// The hops believed, from the client rightwards (the peer not among them).
+    chain: Vec<Hop>,
+}
+
+/// Fields removed from the request that goes upstream: from a peer that is not a trusted proxy,
+/// and (`X-Forwarded-For` read) `Forwarded` from trusted ones.
+const UNTRUSTED_FIELDS: [&str; 4] = [
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+
+/// What the gateway does to a request's forwarding fields on its way upstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldEdits {
+    /// Removed first.
+    pub remove: &'static [&'static str],
+    /// Then set (replacing any value).
+    pub x_forwarded_for: Option<String>,
+    pub forwarded: Option<String>,
+}
+
+impl Forwarding {
+    /// Reads who sent a request from `peer` whose forwarding field (the one `policy` names) has
+    /// `values` (every line, in order).
+    pub fn read(peer: Option<IpAddr>, policy: &ForwardingPolicy, values: &[&[u8]]) -> Forwarding {
+        let Some(peer) = peer.map(canonical) else {
+            return Forwarding::default();
+        };
+        let untrusted = Forwarding {
+            client: Some(peer),
+            peer: Some(peer),
+            peer_trusted: false,
+            chain: Vec::new(),
+        };
+        if !policy.trusts(peer) {
+            return untrusted;
+        }
+        let entry = match policy.header {
+            ForwardedHeader::XForwardedFor => parse_xff_entry,
+            ForwardedHeader::Forwarded => parse_forwarded_element,
+        };
+        let keeps_element = policy.header == ForwardedHeader::Forwarded;
+        let entries = values
+            .iter()
+            .flat_map(|v| v.split(|&b| b == b','))
+            .map(|e| {
+                let e = std::str::from_utf8(e).ok()?.trim();
+                Some(Hop {
+                    ip: canonical(entry(e)?),
+                    element: keeps_element.then(|| e.to_string()),
+                })
+            });
+        // Right to left: trusted hops are believed, the first other address is the client, and
+        // an entry that is no address ends the walk at the last trusted hop.
+        let mut chain: Vec<Hop> = Vec::new();
+        for hop in entries.rev() {
+            let Some(hop) = hop else { break };
+            let trusted = policy.trusts(hop.ip);
+            chain.push(hop);
+            if !trusted {
+                break;
+            }
+        }
+        chain.reverse();
+        Forwarding {
+            client: Some(chain.first().map_or(peer, |h| h.ip)),
+            peer_trusted: true,
+            chain,
+            ..untrusted
+        }
+    }
+
+    /// The forwarding fields the upstream receives (see the module docs).
+    pub fn edits(&self, policy: &ForwardingPolicy) -> FieldEdits {
+        let remove: &'static [&'static str] = match (policy.keep, self.peer_trusted) {
+            (true, _) => &[],
+            (false, false) => &UNTRUSTED_FIELDS,
+            (false, true) if policy.header == ForwardedHeader::XForwardedFor => {
+                &UNTRUSTED_FIELDS[..1]
+            }
+            (false, true) => &[],
+        };
+        let Some(peer) = self.peer.filter(|_| policy.write) else {
+            return FieldEdits {
+                remove,
+                ..FieldEdits::default()
+            };
+        };
+        let mut xff = String::new();
+        for hop in &self.chain {
+            xff.push_str(&hop.ip.to_string());
+            xff.push_str(", ");
+        }
+        xff.push_str(&peer.to_string());
+        let forwarded = (policy.header == ForwardedHeader::Forwarded).then(|| {
+            let mut out = String::new();
+            for hop in &self.chain {
+                match &hop.element {
+                    Some(e) => out.push_str(e),
+                    None => out.push_str(&for_element(hop.ip)),
+                }
+                out.push_str(", ");
+            }
+            out.push_str(&for_element(peer));
+            out
+        });
+        FieldEdits {
+            remove,
+            x_forwarded_for: Some(xff),
+            forwarded,
+        }
+    }
+}
+
+/// An RFC 7239 element naming `ip` (§6: an IPv6 address in brackets, quoted).
+fn for_element(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("for={v4}"),
+        IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
     }
 }
 
@@ -166,23 +302,11 @@ pub fn counting_key(ip: IpAddr) -> IpAddr {
 }
 
 /// IPv4-mapped IPv6 addresses as IPv4, so `::ffff:10.0.0.1` is `10.0.0.1` everywhere.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
-}
-
-/// Every comma-separated entry of every value, parsed; `None` if any entry does not parse.
-fn parse_list(values: &[&[u8]], entry: fn(&str) -> Option<IpAddr>) -> Option<Vec<IpAddr>> {
-    let mut out = Vec::new();
-    for v in values {
-        let v = std::str::from_utf8(v).ok()?;
-        for e in v.split(',') {
-            out.push(entry(e.trim())?);
-        }
-    }
-    (!out.is_empty()).then_some(out)
 }
 
 /// `192.0.2.1`, `2001:db8::1`, and the same with a port (`192.0.2.1:443`, `[2001:db8::1]:443`).
@@ -226,116 +350,171 @@ mod tests {
         list.iter().map(|n| n.parse().unwrap()).collect()
     }
 
-    #[test]
-    fn the_upstream_gets_the_chain_from_trusted_proxies_and_only_the_peer_from_others() {
-        let lb = nets(&["10.0.0.0/8"]);
-        let got = |peer: &str, received: &[&str]| {
-            let received: Vec<&[u8]> = received.iter().map(|v| v.as_bytes()).collect();
-            forwarded_for(ip(peer), &lb, &received)
-        };
-        // From the load balancer: its chain, and the balancer itself appended.
-        assert_eq!(got("10.0.0.5", &["198.51.100.7"]), "198.51.100.7, 10.0.0.5");
-        assert_eq!(
-            got("10.0.0.5", &["203.0.113.9, 198.51.100.7", "192.0.2.1"]),
-            "203.0.113.9, 198.51.100.7, 192.0.2.1, 10.0.0.5"
-        );
-        assert_eq!(got("10.0.0.5", &[]), "10.0.0.5");
-        // A value that is not an address list is not passed on.
-        assert_eq!(got("10.0.0.5", &["198.51.100.7\r\nX: y"]), "10.0.0.5");
-        assert_eq!(got("10.0.0.5", &["unknown"]), "10.0.0.5");
-        // From anyone else: what they claim is dropped.
-        assert_eq!(got("192.0.2.44", &["10.1.1.1"]), "192.0.2.44");
-        assert_eq!(got("::ffff:192.0.2.44", &[]), "192.0.2.44");
-        assert_eq!(got("2001:db8::1", &[]), "2001:db8::1");
+    fn policy(trusted: &[&str], header: ForwardedHeader) -> ForwardingPolicy {
+        ForwardingPolicy {
+            trusted: nets(trusted),
+            header,
+            write: true,
+            keep: false,
+        }
     }
 
+    /// The client and the X-Forwarded-For the upstream gets, for `values` from `peer`.
+    fn read(peer: &str, p: &ForwardingPolicy, values: &[&str]) -> (IpAddr, String) {
+        let values: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+        let f = Forwarding::read(Some(ip(peer)), p, &values);
+        (f.client.unwrap(), f.edits(p).x_forwarded_for.unwrap())
+    }
+
+    const XFF: ForwardedHeader = ForwardedHeader::XForwardedFor;
+
     #[test]
-    fn without_trusted_proxies_the_peer_is_the_client_whatever_the_headers_say() {
-        let got = client_address(Some(ip("127.0.0.1")), &[], &[b"203.0.113.7"], &[]);
-        assert_eq!(got, Some(ip("127.0.0.1")));
-        let lb = nets(&["10.0.0.0/8"]);
-        let got = client_address(Some(ip("192.0.2.1")), &lb, &[b"203.0.113.7"], &[]);
-        assert_eq!(got, Some(ip("192.0.2.1")), "not from a trusted proxy");
-        assert_eq!(client_address(None, &lb, &[b"203.0.113.7"], &[]), None);
+    fn without_trusted_proxies_the_peer_is_the_client_whatever_the_fields_say() {
+        let p = policy(&[], XFF);
+        assert_eq!(
+            read("127.0.0.1", &p, &["203.0.113.7"]),
+            (ip("127.0.0.1"), "127.0.0.1".into())
+        );
+        let lb = policy(&["10.0.0.0/8"], XFF);
+        assert_eq!(
+            read("192.0.2.1", &lb, &["203.0.113.7"]),
+            (ip("192.0.2.1"), "192.0.2.1".into()),
+            "not from a trusted proxy: what it claims is dropped"
+        );
+        assert_eq!(
+            read("::ffff:192.0.2.44", &lb, &[]),
+            (ip("192.0.2.44"), "192.0.2.44".into())
+        );
+        assert_eq!(Forwarding::read(None, &lb, &[b"203.0.113.7"]).client, None);
     }
 
     #[test]
     fn from_a_trusted_proxy_the_rightmost_untrusted_address_is_the_client() {
-        let lb = nets(&["10.0.0.0/8", "127.0.0.2/32"]);
-        let peer = Some(ip("10.1.1.1"));
-        // The client forged the first entry; the proxy appended what it saw.
-        let xff: &[&[u8]] = &[b"1.1.1.1, 203.0.113.7, 10.2.2.2"];
-        assert_eq!(client_address(peer, &lb, xff, &[]), Some(ip("203.0.113.7")));
-        // Several header lines are one list.
-        let xff: &[&[u8]] = &[b"1.1.1.1", b"203.0.113.9"];
-        assert_eq!(client_address(peer, &lb, xff, &[]), Some(ip("203.0.113.9")));
+        let lb = policy(&["10.0.0.0/8", "127.0.0.2/32"], XFF);
+        // The client forged the first entry; the proxies appended what they saw.
+        assert_eq!(
+            read("10.1.1.1", &lb, &["1.1.1.1, 203.0.113.7, 10.2.2.2"]),
+            (ip("203.0.113.7"), "203.0.113.7, 10.2.2.2, 10.1.1.1".into())
+        );
+        // Several field lines are one list.
+        assert_eq!(
+            read("10.1.1.1", &lb, &["1.1.1.1", "203.0.113.9"]).0,
+            ip("203.0.113.9")
+        );
         // Every hop trusted: the farthest one.
-        let xff: &[&[u8]] = &[b"10.9.9.9, 10.8.8.8"];
-        assert_eq!(client_address(peer, &lb, xff, &[]), Some(ip("10.9.9.9")));
-        // No header: the proxy itself.
-        assert_eq!(client_address(peer, &lb, &[], &[]), peer);
-        // Ports, brackets and mapped addresses.
-        let xff: &[&[u8]] = &[b"[2001:db8::1]:443, 198.51.100.2:5000"];
         assert_eq!(
-            client_address(peer, &lb, xff, &[]),
-            Some(ip("198.51.100.2"))
+            read("10.1.1.1", &lb, &["10.9.9.9, 10.8.8.8"]),
+            (ip("10.9.9.9"), "10.9.9.9, 10.8.8.8, 10.1.1.1".into())
         );
-        let xff: &[&[u8]] = &[b"::ffff:198.51.100.3"];
+        // No field: the proxy itself.
         assert_eq!(
-            client_address(peer, &lb, xff, &[]),
-            Some(ip("198.51.100.3"))
+            read("10.1.1.1", &lb, &[]),
+            (ip("10.1.1.1"), "10.1.1.1".into())
         );
-    }
-
-    #[test]
-    fn forwarded_is_read_when_there_is_no_x_forwarded_for() {
-        let lb = nets(&["127.0.0.2/32"]);
-        let peer = Some(ip("127.0.0.2"));
-        let fwd: &[&[u8]] =
-            &[b"for=192.0.2.60;proto=http;by=203.0.113.43, For=\"[2001:db8:cafe::17]:4711\""];
+        // Ports, brackets and mapped addresses; the upstream gets plain addresses.
         assert_eq!(
-            client_address(peer, &lb, &[], fwd),
-            Some(ip("2001:db8:cafe::17"))
+            read("10.1.1.1", &lb, &["[2001:db8::1]:443, 198.51.100.2:5000"]),
+            (ip("198.51.100.2"), "198.51.100.2, 10.1.1.1".into())
         );
-        // X-Forwarded-For wins when both are present.
-        let xff: &[&[u8]] = &[b"198.51.100.1"];
         assert_eq!(
-            client_address(peer, &lb, xff, fwd),
-            Some(ip("198.51.100.1"))
+            read("::ffff:10.1.1.1", &lb, &["::ffff:198.51.100.3"]),
+            (ip("198.51.100.3"), "198.51.100.3, 10.1.1.1".into())
         );
     }
 
     #[test]
-    fn a_header_that_does_not_parse_is_ignored() {
-        let lb = nets(&["127.0.0.2/32"]);
-        let peer = Some(ip("127.0.0.2"));
-        for bad in [&b"203.0.113.7, garbage"[..], b"", b"unknown", b"\xff"] {
-            assert_eq!(client_address(peer, &lb, &[bad], &[]), peer, "{bad:?}");
+    fn an_entry_that_is_no_address_ends_the_walk_at_the_last_trusted_hop() {
+        let lb = policy(&["127.0.0.1/32", "10.0.0.0/8"], XFF);
+        // The client's junk is left of what the proxy appended: the client is still found.
+        assert_eq!(
+            read("127.0.0.1", &lb, &["x, 203.0.113.7"]),
+            (ip("203.0.113.7"), "203.0.113.7, 127.0.0.1".into())
+        );
+        // Junk right of a trusted hop: that hop is the client, nothing left of it believed.
+        assert_eq!(
+            read("127.0.0.1", &lb, &["198.51.100.1, unknown, 10.0.0.9"]),
+            (ip("10.0.0.9"), "10.0.0.9, 127.0.0.1".into())
+        );
+        for junk in ["garbage", "", "unknown", "203.0.113.7\r\nX: y", "_hidden"] {
+            assert_eq!(
+                read("127.0.0.1", &lb, &[junk]),
+                (ip("127.0.0.1"), "127.0.0.1".into()),
+                "{junk:?}"
+            );
         }
-        assert_eq!(client_address(peer, &lb, &[], &[b"for=_hidden"]), peer);
+    }
+
+    #[test]
+    fn only_the_field_the_proxies_write_is_read() {
+        let fwd = policy(&["127.0.0.2/32"], ForwardedHeader::Forwarded);
+        let f = Forwarding::read(
+            Some(ip("127.0.0.2")),
+            &fwd,
+            &[b"for=192.0.2.60;proto=http;by=203.0.113.43, For=\"[2001:db8:cafe::17]:4711\""],
+        );
+        assert_eq!(f.client, Some(ip("2001:db8:cafe::17")));
+        let e = f.edits(&fwd);
+        assert_eq!(
+            e.forwarded.as_deref(),
+            Some("For=\"[2001:db8:cafe::17]:4711\", for=127.0.0.2")
+        );
+        assert_eq!(
+            e.x_forwarded_for.as_deref(),
+            Some("2001:db8:cafe::17, 127.0.0.2")
+        );
+        // X-Forwarded-For read: a Forwarded the proxy passed on is the client's, and removed.
+        let xff = policy(&["127.0.0.2/32"], XFF);
+        let f = Forwarding::read(Some(ip("127.0.0.2")), &xff, &[b"198.51.100.1"]);
+        assert_eq!(f.edits(&xff).remove, ["forwarded"]);
+    }
+
+    #[test]
+    fn forwarding_fields_of_untrusted_peers_are_removed_unless_kept() {
+        let mut p = policy(&["10.0.0.0/8"], XFF);
+        let from = |peer: &str, p: &ForwardingPolicy| {
+            Forwarding::read(Some(ip(peer)), p, &[b"198.51.100.1"]).edits(p)
+        };
+        assert_eq!(from("192.0.2.1", &p).remove, UNTRUSTED_FIELDS);
+        p.header = ForwardedHeader::Forwarded;
+        assert_eq!(from("10.0.0.1", &p).remove, [] as [&str; 0]);
+        assert_eq!(
+            from("192.0.2.1", &p).forwarded.as_deref(),
+            Some("for=192.0.2.1")
+        );
+        p.keep = true;
+        assert_eq!(from("192.0.2.1", &p).remove, [] as [&str; 0]);
+        p.write = false;
+        let e = from("192.0.2.1", &p);
+        assert_eq!((e.x_forwarded_for, e.forwarded), (None, None));
+        assert_eq!(for_element(ip("2001:db8::1")), "for=\"[2001:db8::1]\"");
     }
 
     proptest! {
         #[test]
-        fn the_forwarded_value_is_an_address_list_ending_with_the_peer(
+        fn the_upstream_gets_an_address_list_ending_with_the_peer_and_holding_the_client(
             values in proptest::collection::vec("\\PC{0,30}", 0..3),
             trusted in any::<bool>(),
         ) {
             let peer = ip("10.0.0.5");
-            let lb = if trusted { nets(&["10.0.0.0/8"]) } else { Vec::new() };
+            let p = policy(if trusted { &["10.0.0.0/8"] } else { &[] }, XFF);
             let received: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
-            let out = forwarded_for(peer, &lb, &received);
-            let hops = parse_list(&[out.as_bytes()], parse_xff_entry);
-            prop_assert_eq!(hops.and_then(|h| h.last().copied()), Some(peer));
+            let f = Forwarding::read(Some(peer), &p, &received);
+            let out = f.edits(&p).x_forwarded_for.unwrap();
+            let hops: Vec<IpAddr> = out.split(", ").map(|h| h.parse().unwrap()).collect();
+            prop_assert_eq!(hops.last().copied(), Some(peer));
+            prop_assert!(hops.contains(&f.client.unwrap()));
         }
 
         #[test]
-        fn any_header_gives_the_peer_or_an_address_from_the_header(
-            v in proptest::collection::vec(any::<u8>(), 0..64)
+        fn any_field_gives_the_peer_or_an_address_from_the_field(
+            v in proptest::collection::vec(any::<u8>(), 0..64),
+            forwarded in any::<bool>(),
         ) {
-            let lb = nets(&["127.0.0.0/8"]);
-            let got = client_address(Some(ip("127.0.0.1")), &lb, &[&v], &[&v]);
-            prop_assert!(got.is_some());
+            let header = if forwarded { ForwardedHeader::Forwarded } else { XFF };
+            let p = policy(&["127.0.0.0/8"], header);
+            let f = Forwarding::read(Some(ip("127.0.0.1")), &p, &[&v]);
+            prop_assert!(f.client.is_some());
+            prop_assert!(f.edits(&p).forwarded.is_some() == forwarded);
         }
     }
 

@@ -45,17 +45,24 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::client_addr::{counting_key, proxy_header, ProxyHeader};
+use crate::client_addr::{canonical, counting_key, proxy_header, ProxyHeader};
+use crate::config::RouteMode;
 use crate::metrics::Metrics;
+use crate::protocol::{ErrorCode, OAuthError};
+use crate::request_stream::{Event, HeadRefusal, Position, RequestStream};
+use crate::routing;
 use crate::runtime::Shared;
 
 /// What a read of an overdue request head fails with (and what the logging setup recognizes).
 pub const HEAD_TIMEOUT: &str = "request head not complete within header_timeout";
+/// What a read fails with once a refused head was answered (the logging setup recognizes it too).
+pub const HEAD_REFUSED: &str = "request head refused";
 
 /// The limits one connection is held to (from the running configuration).
 #[derive(Debug, Clone)]
-struct Limits {
+pub struct Limits {
     header_timeout: Duration,
+    max_header_bytes: usize,
     max_connections: usize,
     max_per_ip: usize,
     exempt: Vec<IpNet>,
@@ -66,16 +73,18 @@ impl Limits {
     /// Whether `ip` is a trusted proxy's (exempt from the per-address cap; may send PROXY
     /// headers).
     fn trusts(&self, ip: &IpAddr) -> bool {
-        self.exempt.iter().any(|n| n.contains(ip))
+        let ip = canonical(*ip);
+        self.exempt.iter().any(|n| n.contains(&ip))
     }
 
     fn of(shared: &Shared) -> Limits {
         let s = &shared.load().settings.server;
         Limits {
             header_timeout: s.header_timeout,
+            max_header_bytes: s.max_header_bytes,
             max_connections: s.max_connections,
             max_per_ip: s.max_connections_per_ip,
-            exempt: s.trusted_proxies.clone(),
+            exempt: s.forwarding.trusted.clone(),
             proxy_protocol: s.proxy_protocol,
         }
     }
@@ -287,8 +296,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         let guarded = HeadDeadline::new(
             stream,
             accepted + limits.header_timeout,
-            limits.header_timeout,
+            &limits,
             self.metrics.clone(),
+            self.shared.clone(),
         );
         self.metrics.connections_open.inc();
         let reused = self.inner.process_new(Box::new(guarded), shutdown).await;
@@ -301,75 +311,67 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
     }
 }
 
-/// Where a connection's reads stand.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Reading a request head, due by `deadline`; `newlines` counts the line ends just seen
-    /// (two in a row, `\r` aside, end the head).
-    Head { deadline: Instant, newlines: u8 },
-    /// The head is in: a body may follow; once a final response went out, the next byte read
-    /// starts the next head.
-    Rest { responded: bool },
-}
-
-/// Where a connection's request heads start and end, from the bytes it reads and writes.
-#[derive(Debug, Clone, Copy)]
+/// Where a connection's request heads start and end ([`RequestStream`]), and when the one being
+/// read is due.
+#[derive(Debug)]
 struct Tracker {
-    phase: Phase,
+    requests: RequestStream,
+    /// When the head being read (or, on a new connection, the first one) is due; `None` between
+    /// heads and inside bodies.
+    deadline: Option<Instant>,
     header_timeout: Duration,
 }
 
 impl Tracker {
-    /// The head being read is due by this time (`None` between heads).
-    fn deadline(&self) -> Option<Instant> {
-        match self.phase {
-            Phase::Head { deadline, .. } => Some(deadline),
-            Phase::Rest { .. } => None,
+    fn new(deadline: Instant, header_timeout: Duration, max_head: usize) -> Tracker {
+        Tracker {
+            requests: RequestStream::new(max_head),
+            deadline: Some(deadline),
+            header_timeout,
         }
     }
 
-    /// Follows the bytes read: where a head ends, and where the next one starts.
-    fn saw_read(&mut self, bytes: &[u8], now: Instant) {
-        if bytes.is_empty() {
-            return;
-        }
-        if self.phase == (Phase::Rest { responded: true }) {
-            self.phase = Phase::Head {
-                deadline: now + self.header_timeout,
-                newlines: 0,
-            };
-        }
-        if let Phase::Head { newlines, .. } = &mut self.phase {
-            for &b in bytes {
-                match b {
-                    b'\n' => {
-                        *newlines += 1;
-                        if *newlines == 2 {
-                            self.phase = Phase::Rest { responded: false };
-                            return;
-                        }
-                    }
-                    b'\r' => {}
-                    _ => *newlines = 0,
-                }
+    /// Follows the bytes read: a head that ends stops its deadline, one that starts (at its first
+    /// byte, empty lines included) starts one. Returns how many of `bytes` may pass, and the
+    /// refusal of the head that the rest belongs to, if it is refused.
+    fn saw_read(&mut self, bytes: &[u8], now: Instant) -> (usize, Option<HeadRefusal>) {
+        let mut at = 0;
+        while at < bytes.len() {
+            let (n, event) = self.requests.step(&bytes[at..]);
+            at += n;
+            match event {
+                Some(Event::HeadEnd) => self.deadline = None,
+                Some(Event::Refused(why)) => return (at, Some(why)),
+                None => {}
             }
         }
+        let reading_head = matches!(self.requests.position(), Position::Head | Position::Lost);
+        if reading_head && self.deadline.is_none() {
+            self.deadline = Some(now + self.header_timeout);
+        }
+        (at, None)
     }
 
-    /// Notes a final (not 1xx) response going out: the next bytes read start a new head.
+    /// Notes a response going out: after a `101` the connection carries no more requests.
     fn saw_write(&mut self, data: &[u8]) {
-        if self.phase == (Phase::Rest { responded: false }) && is_final_response_start(data) {
-            self.phase = Phase::Rest { responded: true };
+        if data.starts_with(b"HTTP/1.1 101") {
+            self.requests.upgraded();
+            self.deadline = None;
         }
     }
 }
 
-/// A connection's stream that fails reads once a request head is overdue (see the module docs).
+/// A connection's stream that follows its request heads (see the module docs): it fails reads once
+/// a head is overdue, and answers a head that is too large itself.
 pub struct HeadDeadline {
     inner: Stream,
     tracker: Tracker,
     timer: Option<Pin<Box<Sleep>>>,
     metrics: Arc<Metrics>,
+    shared: Shared,
+    /// The answer to a refused head, and how much of it went out: once it is all written, reads
+    /// fail and the connection closes.
+    refusing: Option<(Vec<u8>, usize)>,
 }
 
 impl std::fmt::Debug for HeadDeadline {
@@ -384,20 +386,17 @@ impl HeadDeadline {
     pub fn new(
         inner: Stream,
         deadline: Instant,
-        header_timeout: Duration,
+        limits: &Limits,
         metrics: Arc<Metrics>,
+        shared: Shared,
     ) -> Self {
         HeadDeadline {
             inner,
-            tracker: Tracker {
-                phase: Phase::Head {
-                    deadline,
-                    newlines: 0,
-                },
-                header_timeout,
-            },
+            tracker: Tracker::new(deadline, limits.header_timeout, limits.max_header_bytes),
             timer: None,
             metrics,
+            shared,
+            refusing: None,
         }
     }
 
@@ -408,11 +407,90 @@ impl HeadDeadline {
             format!("{HEAD_TIMEOUT} ({:?})", self.tracker.header_timeout),
         )
     }
+
+    /// Starts answering a refused head (counted; the answer is written by the next reads).
+    fn refuse(&mut self, why: &HeadRefusal) {
+        self.metrics
+            .heads_refused
+            .with_label_values(&[why.as_str()])
+            .inc();
+        let rt = self.shared.load();
+        let token_route = match why {
+            HeadRefusal::TooLarge {
+                target: Some(target),
+            } => is_token_route(&rt.settings, target),
+            _ => false,
+        };
+        let answer = refusal_answer(why, token_route, &rt.settings.server.realm);
+        self.refusing = Some((answer, 0));
+    }
+
+    /// Writes the refusal's answer; `Ready(Err)` once it is out (or cannot be written).
+    fn poll_refusing(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((answer, written)) = &mut self.refusing {
+            if *written == answer.len() {
+                break;
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &answer[*written..]) {
+                Poll::Ready(Ok(n)) if n > 0 => *written += n,
+                Poll::Ready(Ok(_)) | Poll::Ready(Err(_)) => break,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if Pin::new(&mut self.inner).poll_flush(cx).is_pending() {
+            return Poll::Pending;
+        }
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            HEAD_REFUSED,
+        )))
+    }
 }
 
-/// `HTTP/1.x NNN` with a status that is not 1xx (`100 Continue` is not the answer).
-fn is_final_response_start(data: &[u8]) -> bool {
-    data.len() > 9 && data.starts_with(b"HTTP/1.") && data[9] != b'1'
+/// Whether `target` (a request-target) reaches a token route.
+fn is_token_route(settings: &crate::config::Settings, target: &[u8]) -> bool {
+    let path = routing::target_path(target);
+    let Ok(path) = std::str::from_utf8(&path) else {
+        return false;
+    };
+    let path = routing::normalize(path);
+    routing::route(settings.routes.iter().map(|r| &r.matcher), &path)
+        .is_some_and(|m| matches!(settings.routes[m.route].mode, RouteMode::Token(_)))
+}
+
+/// The answer to a refused head, whole, closing the connection: a head too large is `431` (RFC
+/// 6585 §5), as an RFC 6749 §5.2 error on a token route; too many empty lines, `400`.
+fn refusal_answer(why: &HeadRefusal, token_route: bool, realm: &str) -> Vec<u8> {
+    let (status, reason, text) = match why {
+        HeadRefusal::TooLarge { .. } => (
+            431,
+            "Request Header Fields Too Large",
+            "the request head is too large",
+        ),
+        HeadRefusal::EmptyLines => (
+            400,
+            "Bad Request",
+            "too many empty lines before the request line",
+        ),
+    };
+    let mut out = format!("HTTP/1.1 {status} {reason}\r\n").into_bytes();
+    let body = if token_route {
+        let e = OAuthError::new(status, ErrorCode::InvalidRequest, text);
+        for (name, value) in e.headers(realm) {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        e.body()
+    } else {
+        out.extend_from_slice(b"Content-Type: text/plain\r\n");
+        format!("{text}\n").into_bytes()
+    };
+    out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    out.extend_from_slice(&body);
+    out
 }
 
 impl AsyncRead for HeadDeadline {
@@ -422,20 +500,33 @@ impl AsyncRead for HeadDeadline {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.tracker.deadline().is_some_and(|d| Instant::now() >= d) {
+        if this.refusing.is_some() {
+            return this.poll_refusing(cx);
+        }
+        if this.tracker.deadline.is_some_and(|d| Instant::now() >= d) {
             return Poll::Ready(Err(this.overdue()));
         }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let read = &buf.filled()[before..];
-                if !read.is_empty() {
-                    this.tracker.saw_read(read, Instant::now());
+                if read.is_empty() {
+                    return Poll::Ready(Ok(()));
                 }
-                Poll::Ready(Ok(()))
+                let (pass, refused) = this.tracker.saw_read(read, Instant::now());
+                let Some(why) = refused else {
+                    return Poll::Ready(Ok(()));
+                };
+                // The refused head's bytes never reach the server.
+                buf.set_filled(before + pass);
+                this.refuse(&why);
+                if pass > 0 {
+                    return Poll::Ready(Ok(()));
+                }
+                this.poll_refusing(cx)
             }
             Poll::Pending => {
-                let Some(deadline) = this.tracker.deadline() else {
+                let Some(deadline) = this.tracker.deadline else {
                     return Poll::Pending;
                 };
                 let timer = this
@@ -654,6 +745,7 @@ mod tests {
     fn limits(max: usize, per_ip: usize, exempt: &[&str]) -> Limits {
         Limits {
             header_timeout: Duration::from_secs(1),
+            max_header_bytes: 1024,
             max_connections: max,
             max_per_ip: per_ip,
             exempt: exempt.iter().map(|n| n.parse().unwrap()).collect(),
@@ -702,61 +794,111 @@ mod tests {
     }
 
     #[test]
-    fn only_a_final_response_ends_a_request() {
-        assert!(is_final_response_start(b"HTTP/1.1 200 OK\r\n"));
-        assert!(is_final_response_start(b"HTTP/1.0 401 X"));
-        assert!(!is_final_response_start(b"HTTP/1.1 100 Continue\r\n\r\n"));
-        assert!(!is_final_response_start(b"{\"access_token\""));
-        assert!(!is_final_response_start(b"HTTP/1.1"));
-    }
-
-    fn head(deadline: Instant) -> Tracker {
-        Tracker {
-            phase: Phase::Head {
-                deadline,
-                newlines: 0,
-            },
-            header_timeout: Duration::from_secs(10),
-        }
-    }
-
-    #[test]
-    fn a_head_ends_at_its_empty_line_however_the_bytes_are_cut() {
-        let t0 = Instant::now();
-        for cut in [1usize, 2, 3, 7, 100] {
-            let mut t = head(t0);
-            let req = b"POST /t HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
-            for piece in req.chunks(cut) {
-                t.saw_read(piece, t0);
-            }
-            assert_eq!(t.deadline(), None, "cut {cut}");
-        }
-        let mut lf_only = head(t0);
-        lf_only.saw_read(b"GET / HTTP/1.1\nHost: a\n\n", t0);
-        assert_eq!(lf_only.deadline(), None);
-        let mut partial = head(t0);
-        partial.saw_read(b"GET / HTTP/1.1\r\nHost: a\r\n", t0);
-        assert_eq!(partial.deadline(), Some(t0));
-    }
-
-    #[test]
-    fn the_next_head_is_due_from_its_first_byte_after_a_final_response() {
-        let t0 = Instant::now();
-        let mut t = head(t0);
-        t.saw_read(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n", t0);
-        t.saw_write(b"HTTP/1.1 100 Continue\r\n\r\n");
-        t.saw_read(b"a=1", t0);
-        assert_eq!(t.deadline(), None, "a body after 100 Continue is no head");
-        t.saw_write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
-        assert_eq!(
-            t.deadline(),
-            None,
-            "idle between requests: the keep-alive timeout's business"
+    fn trust_and_caps_read_ipv4_mapped_peers_as_ipv4() {
+        let c = Connections::default();
+        let l = limits(100, 1, &["127.0.0.1/32"]);
+        assert!(l.trusts(&"::ffff:127.0.0.1".parse().unwrap()));
+        let _a = c.admit(ip("::ffff:127.0.0.1"), &l).unwrap();
+        assert!(
+            c.admit(ip("::ffff:127.0.0.1"), &l).is_ok(),
+            "a trusted proxy on a [::] listener is exempt"
         );
+        let _b = c.admit(ip("::ffff:192.0.2.1"), &l).unwrap();
+        assert!(
+            c.admit(ip("192.0.2.1"), &l).is_err(),
+            "one address, two spellings"
+        );
+    }
+
+    fn tracker(at: Instant) -> Tracker {
+        Tracker::new(at, Duration::from_secs(10), 1024)
+    }
+
+    #[test]
+    fn empty_lines_begin_a_head_and_never_end_it() {
+        let t0 = Instant::now();
+        let mut t = tracker(t0);
+        assert_eq!(t.saw_read(b"\r\n\r\n", t0), (4, None));
+        assert_eq!(
+            t.deadline,
+            Some(t0),
+            "the first head is due from the accept"
+        );
+        t.saw_read(b"POST /t HTTP/1.1\r\n", t0);
+        assert_eq!(t.deadline, Some(t0));
+        t.saw_read(b"Content-Length: 1\r\n\r\na", t0);
+        assert_eq!(t.deadline, None, "head and body in");
+        // After an answer on a kept-alive connection: empty lines start the next head's clock.
         let later = t0 + Duration::from_secs(30);
+        t.saw_read(b"\r\n", later);
+        assert_eq!(t.deadline, Some(later + Duration::from_secs(10)));
+        t.saw_read(b"\r\nGET / HTTP/1.1\r\n", later + Duration::from_secs(5));
+        assert_eq!(t.deadline, Some(later + Duration::from_secs(10)));
+        t.saw_read(b"\r\n", later);
+        assert_eq!(t.deadline, None);
+    }
+
+    #[test]
+    fn the_next_head_is_due_from_its_first_byte_and_a_body_has_none() {
+        let t0 = Instant::now();
+        let mut t = tracker(t0);
+        t.saw_read(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n", t0);
+        assert_eq!(t.deadline, None);
+        t.saw_read(b"a=1&b=2", t0 + Duration::from_secs(60));
+        assert_eq!(t.deadline, None, "a body is no head");
+        t.saw_read(b"&c=", t0);
+        let later = t0 + Duration::from_secs(90);
         t.saw_read(b"G", later);
-        assert_eq!(t.deadline(), Some(later + Duration::from_secs(10)));
-        t.saw_read(b"ET / HTTP/1.1\r\n\r\n", later);
-        assert_eq!(t.deadline(), None);
+        assert_eq!(t.deadline, Some(later + Duration::from_secs(10)));
+        // A head pipelined behind a body in one read.
+        let mut t = tracker(t0);
+        t.saw_read(b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nxGET /", later);
+        assert_eq!(t.deadline, Some(later + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn an_upgraded_connection_has_no_heads() {
+        let t0 = Instant::now();
+        let mut t = tracker(t0);
+        t.saw_read(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n", t0);
+        t.saw_write(b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+        t.saw_read(b"\x81\x05hello GET / HTTP/1.1\r\n", t0);
+        assert_eq!(t.deadline, None);
+    }
+
+    #[test]
+    fn a_head_over_the_limit_passes_none_of_its_bytes() {
+        let t0 = Instant::now();
+        let mut t = tracker(t0);
+        let first = b"GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
+        let mut read = first.to_vec();
+        read.extend_from_slice(b"POST /env/as/token HTTP/1.1\r\nX: ");
+        read.extend_from_slice(&[b'a'; 2000]);
+        let (pass, why) = t.saw_read(&read, t0);
+        assert_eq!(pass, first.len(), "the request before it passes");
+        assert_eq!(
+            why,
+            Some(HeadRefusal::TooLarge {
+                target: Some(b"/env/as/token".to_vec())
+            })
+        );
+    }
+
+    #[test]
+    fn a_refused_head_is_answered_431_as_json_on_token_routes_and_in_text_elsewhere() {
+        let too_large = HeadRefusal::TooLarge { target: None };
+        let json = String::from_utf8(refusal_answer(&too_large, true, "tg")).unwrap();
+        assert!(json.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+        assert!(json.contains("\r\nContent-Type: application/json\r\n"));
+        assert!(json.contains("\r\nCache-Control: no-store\r\n"));
+        assert!(json.contains("\r\nConnection: close\r\n"));
+        let (head, body) = json.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"], "invalid_request");
+        let text = String::from_utf8(refusal_answer(&too_large, false, "tg")).unwrap();
+        assert!(text.contains("Content-Type: text/plain") && text.ends_with("too large\n"));
+        let lines = String::from_utf8(refusal_answer(&HeadRefusal::EmptyLines, false, "")).unwrap();
+        assert!(lines.starts_with("HTTP/1.1 400 Bad Request\r\n"));
     }
 }

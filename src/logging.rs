@@ -60,12 +60,16 @@ impl<S> Filter<S> for QuietHeadTimeouts {
         if event.metadata().level() != &tracing::Level::ERROR {
             return true;
         }
-        let mut v = MessageHas {
-            needle: crate::conn::HEAD_TIMEOUT,
-            found: false,
-        };
-        event.record(&mut v);
-        !v.found
+        [crate::conn::HEAD_TIMEOUT, crate::conn::HEAD_REFUSED]
+            .iter()
+            .all(|needle| {
+                let mut v = MessageHas {
+                    needle,
+                    found: false,
+                };
+                event.record(&mut v);
+                !v.found
+            })
     }
 }
 

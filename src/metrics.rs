@@ -37,6 +37,8 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     /// `tokengate_header_timeouts_total`
     pub header_timeouts: IntCounter,
+    /// `tokengate_request_heads_refused_total{reason}`
+    pub heads_refused: IntCounterVec,
     /// `tokengate_connections_open`
     pub connections_open: IntGauge,
     /// `tokengate_signing_failures_total`
@@ -114,13 +116,26 @@ impl Metrics {
             "tokengate_header_timeouts_total",
             "Connections closed because a request head was not complete within server.header_timeout.",
         )?;
+        let heads_refused = IntCounterVec::new(
+            Opts::new(
+                "tokengate_request_heads_refused_total",
+                "Request heads answered by the gateway before they were complete, and their connections \
+                 closed, by reason (too_large: over server.max_header_bytes, 431; empty_lines: too many \
+                 empty lines before the request line, 400).",
+            ),
+            &["reason"],
+        )?;
         let connections_open = IntGauge::new(
             "tokengate_connections_open",
             "Client connections open now (proxy and admin listeners).",
         )?;
         registry.register(Box::new(connections_refused.clone()))?;
         registry.register(Box::new(header_timeouts.clone()))?;
+        registry.register(Box::new(heads_refused.clone()))?;
         registry.register(Box::new(connections_open.clone()))?;
+        for reason in ["too_large", "empty_lines"] {
+            heads_refused.with_label_values(&[reason]);
+        }
         let signing_failures = IntCounter::new(
             "tokengate_signing_failures_total",
             "Client assertions the gateway could not make (answered 500 server_error).",
@@ -151,6 +166,7 @@ impl Metrics {
             config_generation,
             connections_refused,
             header_timeouts,
+            heads_refused,
             connections_open,
             signing_failures,
         };

@@ -120,6 +120,41 @@ pub fn route<'a, 'm>(
         .find_map(|(route, m)| m.matches(path).map(|env_id| Matched { route, env_id }))
 }
 
+/// A request-target in origin form (RFC 9112 §3.2.1: path and query): an absolute-form target
+/// (`http://host/path?q`, §3.2.2) loses its scheme and authority, which the upstream takes from
+/// `Host` instead (an empty path is `/`); any other form is returned as it is.
+pub fn origin_form(target: &[u8]) -> Cow<'_, [u8]> {
+    let Some(sep) = target.windows(3).position(|w| w == b"://") else {
+        return Cow::Borrowed(target);
+    };
+    // RFC 3986 §3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ).
+    let scheme = &target[..sep];
+    let is_scheme = scheme.first().is_some_and(u8::is_ascii_alphabetic)
+        && scheme
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !is_scheme {
+        return Cow::Borrowed(target);
+    }
+    let rest = &target[sep + 3..];
+    match rest.iter().position(|&b| matches!(b, b'/' | b'?' | b'#')) {
+        Some(i) if rest[i] == b'/' => Cow::Borrowed(&rest[i..]),
+        Some(i) => Cow::Owned([b"/".as_slice(), &rest[i..]].concat()),
+        None => Cow::Borrowed(b"/"),
+    }
+}
+
+/// The path of a request-target (origin or absolute form), without its query.
+pub fn target_path(target: &[u8]) -> Cow<'_, [u8]> {
+    match origin_form(target) {
+        Cow::Borrowed(t) => Cow::Borrowed(t.split(|&b| b == b'?').next().unwrap_or_default()),
+        Cow::Owned(t) => {
+            let end = t.iter().position(|&b| b == b'?').unwrap_or(t.len());
+            Cow::Owned(t[..end].to_vec())
+        }
+    }
+}
+
 /// The path routes are matched against: percent-escapes of unreserved characters decoded, dot
 /// segments resolved, empty segments and a trailing `/` dropped (RFC 3986 §6.2.2). Servers
 /// normalize paths in such ways, so `/env/as//token/` or `/env/as/%74oken` reach their token
@@ -264,6 +299,24 @@ fn decode_unreserved(path: &str) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absolute_form_targets_become_origin_form_others_stay_as_they_are() {
+        let o = |t: &str| String::from_utf8(origin_form(t.as_bytes()).into_owned()).unwrap();
+        assert_eq!(o("http://evil.example/env-1/as/token"), "/env-1/as/token");
+        assert_eq!(o("HTTPS://a:8443/x?y=1"), "/x?y=1");
+        assert_eq!(o("http://a?y=1"), "/?y=1");
+        assert_eq!(o("http://a"), "/");
+        assert_eq!(
+            o("/env/as/token?x=http://b/c"),
+            "/env/as/token?x=http://b/c"
+        );
+        assert_eq!(o("*"), "*");
+        assert_eq!(o("1http://a/b"), "1http://a/b", "not a scheme");
+        assert_eq!(&*target_path(b"http://a/p?q=1"), b"/p");
+        assert_eq!(&*target_path(b"/p?q=1"), b"/p");
+        assert_eq!(&*target_path(b"http://a?q"), b"/");
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -219,3 +219,57 @@ fn a_stalled_tls_handshake_is_cut_at_the_header_timeout() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
 }
+
+/// Empty lines before a request line are part of the head over TLS too: `\r\n\r\n` and then a head
+/// trickled a byte at a time (a TLS record each) is cut at the header timeout.
+#[test]
+fn empty_lines_do_not_switch_the_head_deadline_off_over_tls_either() {
+    use std::io::{ErrorKind, Read, Write};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let pki = Pki::new("lines");
+    let up = Upstream::start(Behaviour::default());
+    let tls = free_addr();
+    let _gw = tls_gateway_with(&pki, up.addr, tls, "header_timeout = \"2s\"");
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(pki.path("ca.pem")).unwrap();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = std::net::TcpStream::connect(tls).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    s.write_all(b"\r\n\r\n").unwrap();
+    s.flush().unwrap();
+    let started = Instant::now();
+    let head = b"POST /5a0b3c2d-1111-2222-3333-444455556666/as/token HTTP/1.1\r\nX-Slow: aaaa";
+    let took = 'trickle: {
+        for &b in head.iter().cycle() {
+            assert!(started.elapsed() < WAIT, "still open after {WAIT:?}");
+            if s.write_all(&[b]).and_then(|()| s.flush()).is_err() {
+                break 'trickle started.elapsed();
+            }
+            match s.read(&mut [0u8; 256]) {
+                Ok(0) => break 'trickle started.elapsed(),
+                Ok(_) => panic!("an answer to a head that was never complete"),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => break 'trickle started.elapsed(),
+            }
+        }
+        unreachable!()
+    };
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_millis(3500),
+        "{took:?}"
+    );
+}

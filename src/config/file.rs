@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use super::settings::{ClientIdLogging, KeyStatus, LogFormat, StoreFallback};
+use crate::client_addr::ForwardedHeader;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,9 +126,12 @@ pub(super) struct FileServer {
     pub(super) tls_key: Option<String>,
     pub(super) strict_paths: Option<bool>,
     pub(super) forward_client_address: Option<bool>,
+    pub(super) forwarded_header: Option<ForwardedHeader>,
+    pub(super) keep_forwarding_headers: Option<bool>,
     pub(super) proxy_protocol: Option<bool>,
     #[serde(default, deserialize_with = "duration")]
     pub(super) header_timeout: Option<Duration>,
+    pub(super) max_header_bytes: Option<usize>,
     pub(super) max_connections: Option<usize>,
     pub(super) max_connections_per_ip: Option<usize>,
     #[serde(default)]

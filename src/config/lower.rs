@@ -12,6 +12,7 @@ use super::file::*;
 use super::routes::{find_upstream, lower_route, RouteTargets};
 use super::settings::*;
 use super::{invalid, ConfigError, MAX_BODY_CAP};
+use crate::client_addr::ForwardingPolicy;
 use crate::protocol::{BasicEncoding, SecretString};
 
 /// Resolves relative paths of a configuration file.
@@ -531,6 +532,14 @@ fn lower_server(s: FileServer, base: &Base<'_>) -> Result<ServerSettings, Config
             ),
         ],
     )?;
+    let max_header_bytes = s.max_header_bytes.unwrap_or(d.max_header_bytes);
+    // Pingora itself reads heads up to 1 MiB; a request line and a few fields need 1 KiB.
+    if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&max_header_bytes) {
+        return Err(invalid(
+            "server.max_header_bytes",
+            format!("must be between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES}"),
+        ));
+    }
     let max_connections = s.max_connections.unwrap_or(d.max_connections);
     let max_connections_per_ip = s.max_connections_per_ip.unwrap_or(d.max_connections_per_ip);
     for (field, n) in [
@@ -572,9 +581,14 @@ fn lower_server(s: FileServer, base: &Base<'_>) -> Result<ServerSettings, Config
         listen,
         threads,
         strict_paths: s.strict_paths.unwrap_or(d.strict_paths),
-        forward_client_address: s.forward_client_address.unwrap_or(d.forward_client_address),
-        trusted_proxies,
+        forwarding: ForwardingPolicy {
+            trusted: trusted_proxies,
+            header: s.forwarded_header.unwrap_or(d.forwarding.header),
+            write: s.forward_client_address.unwrap_or(d.forwarding.write),
+            keep: s.keep_forwarding_headers.unwrap_or(d.forwarding.keep),
+        },
         header_timeout,
+        max_header_bytes,
         max_connections,
         max_connections_per_ip,
         keepalive_timeout: s.keepalive_timeout.unwrap_or(d.keepalive_timeout),
@@ -584,6 +598,10 @@ fn lower_server(s: FileServer, base: &Base<'_>) -> Result<ServerSettings, Config
         realm,
     })
 }
+
+/// Bounds of `server.max_header_bytes`.
+const MIN_HEADER_BYTES: usize = 1024;
+const MAX_HEADER_BYTES: usize = 1024 * 1024 - 1;
 
 fn lower_token(t: FileToken) -> Result<TokenSettings, ConfigError> {
     let d = TokenSettings::default();

@@ -687,7 +687,7 @@ mod tests {
             (c.max_pending_verifications, c.registry_max_inflight),
             (64, 64)
         );
-        assert!(s.server.strict_paths && s.server.trusted_proxies.is_empty());
+        assert!(s.server.strict_paths && s.server.forwarding.trusted.is_empty());
         let e = err(&format!(
             "{MINIMAL}\n[clients]\nfile = \"c\"\nmax_pending_verifications = 0\n"
         ));
@@ -700,15 +700,52 @@ mod tests {
         ))
         .unwrap();
         assert!(!s.server.strict_paths);
-        assert_eq!(s.server.trusted_proxies.len(), 3);
-        assert!(
-            s.server.trusted_proxies[1].contains(&"127.0.0.2".parse::<std::net::IpAddr>().unwrap())
-        );
+        assert_eq!(s.server.forwarding.trusted.len(), 3);
+        assert!(s.server.forwarding.trusted[1]
+            .contains(&"127.0.0.2".parse::<std::net::IpAddr>().unwrap()));
         let e = err(&format!(
             "{MINIMAL}\n[server]\ntrusted_proxies = [\"lb.internal\"]\n"
         ));
         assert!(
             e.starts_with("server.trusted_proxies") && e.contains("lb.internal"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn forwarding_and_head_size_settings_have_defaults_and_bounds() {
+        use crate::client_addr::ForwardedHeader;
+        let s = Settings::parse(MINIMAL).unwrap().server;
+        assert_eq!(s.max_header_bytes, 64 * 1024);
+        let f = &s.forwarding;
+        assert_eq!(
+            (f.header, f.write, f.keep),
+            (ForwardedHeader::XForwardedFor, true, false)
+        );
+        let s = Settings::parse(&format!(
+            "{MINIMAL}\n[server]\nforwarded_header = \"forwarded\"\nkeep_forwarding_headers = true\n\
+             forward_client_address = false\nmax_header_bytes = 1024\n"
+        ))
+        .unwrap()
+        .server;
+        let f = &s.forwarding;
+        assert_eq!(
+            (f.header, f.write, f.keep),
+            (ForwardedHeader::Forwarded, false, true)
+        );
+        assert_eq!(s.max_header_bytes, 1024);
+        for bad in ["1023", "1048576"] {
+            let e = err(&format!("{MINIMAL}\n[server]\nmax_header_bytes = {bad}\n"));
+            assert_eq!(
+                e,
+                "server.max_header_bytes: must be between 1024 and 1048575"
+            );
+        }
+        let e = err(&format!(
+            "{MINIMAL}\n[server]\nforwarded_header = \"x-real-ip\"\n"
+        ));
+        assert!(
+            e.contains("x-forwarded-for") && e.contains("forwarded"),
             "{e}"
         );
     }

@@ -10,8 +10,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use serde::Deserialize;
+
+use crate::client_addr::{ForwardedHeader, ForwardingPolicy};
 
 use crate::protocol::{BasicEncoding, Conversion, DiscoveryRewrite, Endpoint, SecretString};
 use crate::routing::PathMatcher;
@@ -233,17 +234,19 @@ pub struct ServerSettings {
     /// Refuse paths that reach a token or discovery route only in another spelling (case,
     /// `;` parameters, an encoded `/` or a `\\`) instead of forwarding them.
     pub strict_paths: bool,
-    /// Proxies whose `X-Forwarded-For` / `Forwarded` name the client's address.
-    pub trusted_proxies: Vec<IpNet>,
-    /// Send upstreams `X-Forwarded-For`: a trusted proxy's chain with the proxy appended, or the
-    /// peer's address alone (a forged value never reaches the server). Off: as the client sent it.
-    pub forward_client_address: bool,
+    /// Which proxies name the client (`trusted_proxies`, `forwarded_header`), and what the
+    /// upstream receives of forwarding fields (`forward_client_address`, `keep_forwarding_headers`):
+    /// see [`crate::client_addr`].
+    pub forwarding: ForwardingPolicy,
     /// Connections to the plain (`listen`) listeners start with a PROXY protocol header (v1 or
     /// v2) naming the client; only trusted proxies may send them.
     pub proxy_protocol: bool,
     /// A request head (and a TLS handshake) must be complete within this, however slowly it
     /// comes.
     pub header_timeout: Duration,
+    /// The most bytes a request head may have (request line, fields, empty lines before them);
+    /// a larger one is answered 431 and its connection closed.
+    pub max_header_bytes: usize,
     /// Connections held at most; more are closed at once.
     pub max_connections: usize,
     /// Connections from one address (IPv6: one /64) at most; trusted proxies are exempt.
@@ -262,10 +265,15 @@ impl Default for ServerSettings {
             realm: "tokengate".to_string(),
             tls: None,
             strict_paths: true,
-            forward_client_address: true,
+            forwarding: ForwardingPolicy {
+                trusted: Vec::new(),
+                header: ForwardedHeader::XForwardedFor,
+                write: true,
+                keep: false,
+            },
             proxy_protocol: false,
-            trusted_proxies: Vec::new(),
             header_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
             max_connections: 10_000,
             max_connections_per_ip: 256,
         }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use crate::assertion::{self, Audience, SignError, SigningKeys};
 use crate::protocol::{AuthMethod, Forward, HeaderChange, OAuthError, SecretBytes};
+use crate::routing;
 
 /// What is sent upstream for one token request: the decision and the body the client sent (both
 /// zeroized when dropped, redacted in `Debug`), and the client assertion to sign, if the upstream
@@ -145,19 +146,7 @@ impl Exchange {
             Some(a) => Some(a.sign().map_err(BuildError::Sign)?),
             None => None,
         };
-        // Fields the client's `Connection` names are hop-by-hop too.
-        let named: Vec<String> = req
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .filter_map(|t| std::str::from_utf8(t.trim_ascii()).ok())
-            .filter(|t| !t.is_empty())
-            .map(str::to_ascii_lowercase)
-            .collect();
-        for name in named.iter().map(String::as_str).chain(HOP_BY_HOP) {
-            req.remove_header(name);
-        }
+        strip_hop_by_hop(req);
         req.insert_header(header::HOST, host)?;
         let body = self.body();
         let tail = signed.map(|jwt| format!("&client_assertion={jwt}"));
@@ -169,14 +158,32 @@ impl Exchange {
         let mut out = Vec::with_capacity(256 + body.len() + 32 * req.headers.len());
         out.extend_from_slice(req.method.as_str().as_bytes());
         out.push(b' ');
-        // The target as the client sent it.
-        out.extend_from_slice(req.raw_path());
+        // The target as the client sent it, in origin form (RFC 9112 §3.2.1: the authority of an
+        // absolute-form target is the upstream's, in `Host`).
+        out.extend_from_slice(&routing::origin_form(req.raw_path()));
         out.extend_from_slice(b" HTTP/1.1\r\n");
         req.header_to_h1_wire(&mut out);
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(body);
         out.extend_from_slice(tail);
         Ok(out.into())
+    }
+}
+
+/// Removes the client's hop-by-hop fields (RFC 9110 §7.6.1): those its `Connection` names, then
+/// [`HOP_BY_HOP`]. Runs before the gateway sets its own fields.
+pub fn strip_hop_by_hop(req: &mut RequestHeader) {
+    let named: Vec<String> = req
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|t| std::str::from_utf8(t.trim_ascii()).ok())
+        .filter(|t| !t.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    for name in named.iter().map(String::as_str).chain(HOP_BY_HOP) {
+        req.remove_header(name);
     }
 }
 

@@ -19,6 +19,6 @@ pub use error::{ErrorCode, OAuthError};
 pub use method::{AuthMethod, Conversion, MethodSeen, MethodSet};
 pub use secret::{SecretBytes, SecretString};
 pub use token::{
-    check_head, decide, extract, query_carries_secrets, BodyLimit, Extracted, Forward, Head,
-    HeaderChange, Reading, JWT_BEARER,
+    check_connection, check_head, decide, extract, query_carries_secrets, BodyLimit, Extracted,
+    Forward, Head, HeaderChange, Reading, JWT_BEARER,
 };

@@ -88,6 +88,55 @@ pub fn check_head(head: &Head<'_>, limit: BodyLimit) -> Result<(), OAuthError> {
     Ok(())
 }
 
+/// Nominations a `Connection` header may carry at most (as Pingora's proxy path allows).
+const MAX_NOMINATIONS: usize = 10;
+
+/// RFC 9110 §7.6.1: `Connection` names the fields this hop removes. A token request may not name
+/// one the gateway frames, authenticates with or sets itself (`Host`, `Content-Length`,
+/// `Transfer-Encoding`, `Authorization`, `Forwarded`, `X-Real-IP`, any `X-Forwarded-*`), a name
+/// that is no token (§5.6.2), or more than ten. `values`: every `Connection` value sent.
+pub fn check_connection<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Result<(), OAuthError> {
+    let refused = |why| Err(OAuthError::invalid_request(why).closing());
+    let mut count = 0;
+    for value in values {
+        for name in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if name.is_empty() {
+                continue;
+            }
+            count += 1;
+            if count > MAX_NOMINATIONS {
+                return refused("the Connection header nominates too many fields");
+            }
+            if !name.iter().all(|&b| is_tchar(b)) {
+                return refused("the Connection header nominates an invalid field name");
+            }
+            let protected = [
+                "host",
+                "content-length",
+                "transfer-encoding",
+                "authorization",
+            ]
+            .iter()
+            .chain(&["forwarded", "x-real-ip"])
+            .any(|p| name.eq_ignore_ascii_case(p.as_bytes()))
+                || name
+                    .get(..12)
+                    .is_some_and(|p| p.eq_ignore_ascii_case(b"x-forwarded-"));
+            if protected {
+                return refused(
+                    "the Connection header nominates a field the gateway does not remove",
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 /// The 413 answer for a body over the cap.
 pub fn too_large() -> OAuthError {
     OAuthError::new(
@@ -647,6 +696,34 @@ fn append_param(body: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_header_may_not_nominate_what_the_gateway_frames_or_sets() {
+        let check = |v: &str| check_connection([v.as_bytes()]);
+        for ok in ["keep-alive", "close", "keep-alive, X-Hop", " , TE", ""] {
+            assert!(check(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "keep-alive, X-Forwarded-For",
+            "x-forwarded-proto",
+            "X-FORWARDED-HOST",
+            "Host",
+            "content-length",
+            "Transfer-Encoding",
+            "authorization",
+            "Forwarded",
+            "x-real-ip",
+            "\"x-forwarded-for\"",
+            "a b",
+            "a,b,c,d,e,f,g,h,i,j,k",
+        ] {
+            let e = check(bad).unwrap_err();
+            assert_eq!((e.status, e.close), (400, true), "{bad}");
+        }
+        // Nominations add up over several Connection lines.
+        let many = ["a,b,c,d,e".as_bytes(), b"f,g,h,i,j", b"k"];
+        assert!(check_connection(many).is_err());
+    }
     use crate::protocol::error::ErrorCode;
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine;

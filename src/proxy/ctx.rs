@@ -11,7 +11,7 @@ use pingora::Error;
 
 use super::discovery::DiscoveryState;
 use super::token::TokenState;
-use crate::client_addr;
+use crate::client_addr::Forwarding;
 use crate::metrics;
 use crate::observe::{self, Action, Finished};
 use crate::protocol::{ErrorCode, MethodSeen, OAuthError};
@@ -26,8 +26,8 @@ pub struct Ctx {
     pub request_id: String,
     /// The client's address (behind trusted proxies, the one they name).
     pub client_ip: Option<IpAddr>,
-    /// The address the connection comes from (a proxy's, behind one).
-    pub peer: Option<IpAddr>,
+    /// Who sent the request: the connection's peer, and what trusted proxies say of the client.
+    pub forwarding: Forwarding,
     /// Where Pingora's proxy path connects (untouched and discovery routes).
     pub upstream_addr: Option<std::net::SocketAddr>,
     /// Whether a failed upstream connection was tried again already.
@@ -83,7 +83,7 @@ impl Ctx {
             rt,
             request_id: String::new(),
             client_ip: None,
-            peer: None,
+            forwarding: Forwarding::default(),
             upstream_addr: None,
             connect_retried: false,
             route: None,
@@ -97,24 +97,21 @@ impl Ctx {
         }
     }
 
-    /// The `X-Forwarded-For` the upstream receives, unless the operator turned it off
-    /// (`server.forward_client_address`): see [`client_addr::forwarded_for`].
-    pub fn forwarded_for(&self, req: &RequestHeader) -> Option<String> {
-        let server = &self.rt.settings.server;
-        if !server.forward_client_address {
-            return None;
+    /// Sets and removes the forwarding fields of the request going upstream (see
+    /// [`crate::client_addr`]). The client's hop-by-hop fields must be gone already: a field the gateway
+    /// sets is never removed after it.
+    pub fn forward_fields(&self, req: &mut RequestHeader) -> pingora::Result<()> {
+        let edits = self.forwarding.edits(&self.rt.settings.server.forwarding);
+        for name in edits.remove {
+            req.remove_header(*name);
         }
-        let received: Vec<&[u8]> = req
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect();
-        Some(client_addr::forwarded_for(
-            self.peer?,
-            &server.trusted_proxies,
-            &received,
-        ))
+        if let Some(v) = edits.x_forwarded_for {
+            req.insert_header("X-Forwarded-For", v)?;
+        }
+        if let Some(v) = edits.forwarded {
+            req.insert_header("Forwarded", v)?;
+        }
+        Ok(())
     }
 
     /// Takes what every request needs from its head: its ID, its client's address, and the
@@ -127,24 +124,19 @@ impl Ctx {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        self.peer = peer;
-        self.client_ip = if server.trusted_proxies.is_empty() {
-            peer
+        let policy = &server.forwarding;
+        self.forwarding = if policy.trusted.is_empty() {
+            Forwarding::read(peer, policy, &[])
         } else {
-            let all = |name| -> Vec<&[u8]> {
-                req.headers
-                    .get_all(name)
-                    .iter()
-                    .map(|v| v.as_bytes())
-                    .collect()
-            };
-            client_addr::client_address(
-                peer,
-                &server.trusted_proxies,
-                &all("x-forwarded-for"),
-                &all("forwarded"),
-            )
+            let values: Vec<&[u8]> = req
+                .headers
+                .get_all(policy.header.name())
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect();
+            Forwarding::read(peer, policy, &values)
         };
+        self.client_ip = self.forwarding.client;
         let keepalive = server.keepalive_timeout.as_secs().max(1);
         session.as_downstream_mut().set_keepalive(Some(keepalive));
     }

@@ -18,9 +18,12 @@ pub fn refuse(
     upstream: usize,
 ) -> Option<OAuthError> {
     let mode = route.map(|r| &settings.routes[r].mode);
+    let query = req.uri.query().map(str::as_bytes);
     if matches!(mode, Some(RouteMode::Token(_))) {
-        // The token route's own checks apply (query credentials included).
-        return None;
+        // The token route's own checks apply (query credentials included), but a CORS
+        // preflight passes to the server before them: its query is checked here.
+        let preflight = req.method == http::Method::OPTIONS;
+        return (preflight && query.is_some_and(query_carries_secrets)).then(query_secrets);
     }
     let protected = settings
         .routes
@@ -43,12 +46,13 @@ pub fn refuse(
         .routes
         .iter()
         .any(|r| r.upstream == upstream && matches!(r.mode, RouteMode::Token(_)));
-    let query = req.uri.query().map(str::as_bytes);
     if hosts_token_endpoint && query.is_some_and(query_carries_secrets) {
-        return Some(
-            OAuthError::invalid_request("client credentials must not be sent in the query string")
-                .closing(),
-        );
+        return Some(query_secrets());
     }
     None
+}
+
+/// RFC 6749 §2.3.1: credentials never in the query string.
+fn query_secrets() -> OAuthError {
+    OAuthError::invalid_request("client credentials must not be sent in the query string").closing()
 }

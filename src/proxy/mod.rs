@@ -21,6 +21,7 @@ use pingora::{Error, ErrorType};
 
 use crate::config::RouteMode;
 use crate::drain::Drain;
+use crate::exchange;
 use crate::metrics::Metrics;
 use crate::observe;
 use crate::routing;
@@ -102,11 +103,11 @@ impl ProxyHttp for Gateway {
         let RouteState::Token(TokenState::Forwarding { exchange, .. }) = &ctx.state else {
             return Ok(false);
         };
-        if let Some(v) = ctx.forwarded_for(session.req_header()) {
-            session
-                .req_header_mut()
-                .insert_header("X-Forwarded-For", v)?;
-        }
+        // The client's hop-by-hop fields go first, so that none of them removes what the
+        // gateway sets (RFC 9110 §7.6.1; the nominations were checked with the head).
+        let req = session.req_header_mut();
+        exchange::strip_hop_by_hop(req);
+        ctx.forward_fields(req)?;
         ctx.timing.upstream_started = Some(Instant::now());
         let sent = token::forward(session, exchange, ctx.upstream(), &self.metrics).await?;
         match sent {
@@ -159,9 +160,8 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         let host = ctx.upstream().settings.host_header.as_str();
         upstream_request.insert_header(header::HOST, host)?;
-        if let Some(v) = ctx.forwarded_for(upstream_request) {
-            upstream_request.insert_header("X-Forwarded-For", v)?;
-        }
+        // Pingora removed the client's hop-by-hop fields before this filter.
+        ctx.forward_fields(upstream_request)?;
         ctx.timing.upstream_started = Some(Instant::now());
         if let RouteState::Discovery(d) = &ctx.state {
             d.upstream_request(upstream_request);

@@ -207,6 +207,12 @@ async fn decide(
     };
     // The body is still unread: whatever is refused here closes the connection.
     token::check_head(&head, limit).map_err(OAuthError::closing)?;
+    token::check_connection(
+        req.headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .map(|v| v.as_bytes()),
+    )?;
 
     let expects_continue = req
         .headers
