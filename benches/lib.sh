@@ -168,14 +168,16 @@ LUA
 
 ALL_TARGETS=(upstream nginx_proxy nginx_lua pingora_hop passthrough to_basic to_post
   validate_sha256 validate_argon2id to_basic_t2 to_basic_t2_free validate_redis refuse_local
-  refuse_redis)
+  refuse_redis passthrough_base to_basic_base)
 # The lockout store of the *_redis targets (a redis-server of its own, on the upstream's CPU).
 REDIS_PORT=$((BASE_PORT + 50))
 
 target_request() {
   case $1 in
-    upstream | nginx_proxy | pingora_hop | passthrough) echo "post_sha unchanged" ;;
-    nginx_lua | to_basic | to_basic_t2 | to_basic_t2_free | validate_sha256) echo "post_sha basic" ;;
+    upstream | nginx_proxy | pingora_hop | passthrough | passthrough_base) echo "post_sha unchanged" ;;
+    nginx_lua | to_basic | to_basic_t2 | to_basic_t2_free | to_basic_base | validate_sha256)
+      echo "post_sha basic"
+      ;;
     validate_argon2id) echo "post_argon basic" ;;
     validate_redis) echo "post_sha basic" ;;
     refuse_local | refuse_redis) echo "post_wrong refused" ;;
@@ -322,11 +324,15 @@ server_cmd() {
     validate_redis | refuse_redis) tokengate_conf "$name" validate "$port" 1 redis ;;
     refuse_local) tokengate_conf "$name" validate "$port" 1 local ;;
     to_basic_t2) tokengate_conf "$name" to_basic "$port" 2 ;;
+    passthrough_base | to_basic_base) tokengate_conf "$name" "${name%_base}" "$port" 1 ;;
     to_basic_t2_free) tokengate_conf "$name" to_basic "$port" 2 && CPUS="0-$((NPROC - 1))" ;;
     *) echo "unknown target $name" >&2; exit 1 ;;
   esac
   if [ -f "$tmp/$name.toml" ]; then
     CMD=(target/release/tokengate run --config "$tmp/$name.toml")
+  fi
+  if [[ $name == *_base ]]; then
+    CMD=("${BASE_BIN:?set BASE_BIN to the baseline build of tokengate}" run --config "$tmp/$name.toml")
   fi
 }
 # No access line per request (nginx runs with access_log off; the hop logs nothing). Exported, not

@@ -27,6 +27,9 @@
 #                      failure in the process's counters, verifies (sha256) and answers 401
 #   refuse_redis       the same with the failures counted in Redis: one round trip per request
 # (their "upstream CPU" column includes redis-server's CPU)
+#   passthrough_base, to_basic_base: the same as passthrough and to_basic, run by another build of
+#                      tokengate (BASE_BIN=path/to/tokengate, e.g. main before a change): before and
+#                      after in one run
 #
 # The request is PingOne's client_secret_post token sample (see benches/lib.sh); to_post gets its
 # Basic equivalent. Before measuring, one request per target to a check envID that the upstream
