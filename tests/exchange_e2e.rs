@@ -449,11 +449,11 @@ fn read_a_part(conn: &mut std::net::TcpStream, seen: &std::sync::Mutex<Vec<u8>>)
     seen.lock().unwrap().extend_from_slice(&part);
 }
 
-/// RFC 9112 §9.6: an answer that arrives while the request is still being written is the answer.
-/// The upstream reads a part of a large request, answers 431, half-closes and stops reading: the
-/// gateway's write could only wait for its timeout.
-#[test]
-fn an_early_answer_from_an_upstream_that_half_closes_is_relayed() {
+/// An upstream whose first connection reads a part of the request, answers [`TOO_LARGE`] and
+/// then does `after` (later connections answer normally); what that connection read is kept.
+fn answering_early(
+    after: impl Fn(std::net::TcpStream, &Stop) + Send + Sync + 'static,
+) -> (RawUpstream, Arc<std::sync::Mutex<Vec<u8>>>) {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let got = seen.clone();
     let up = RawUpstream::narrow(move |n, mut conn, stop| {
@@ -462,20 +462,25 @@ fn an_early_answer_from_an_upstream_that_half_closes_is_relayed() {
         }
         read_a_part(&mut conn, &got);
         conn.write_all(TOO_LARGE).unwrap();
-        half_close(&conn);
-        // Open, unread, until the test is over.
-        stop.wait();
+        after(conn, stop);
     });
-    let toml = config(up.addr, &token_route("to_basic")).replace(
-        "read_timeout = \"5s\"",
-        "read_timeout = \"5s\"\nwrite_timeout = \"5s\"",
-    );
-    let gw = Gateway::start(&toml);
+    (up, seen)
+}
+
+/// Sends a request too large for [`answering_early`]'s upstream: the client gets the upstream's
+/// 431, logged as such; the upstream got the request's start once, and the next request goes on
+/// a new connection.
+fn assert_the_early_answer_is_relayed(
+    gw: &Gateway,
+    up: &RawUpstream,
+    seen: &std::sync::Mutex<Vec<u8>>,
+    id: &str,
+) {
     let big = big_header();
-    let resp = gw.send(&token_request("early-half", &[("X-Big", &big)]));
+    let resp = gw.send(&token_request(id, &[("X-Big", &big)]));
     assert_eq!(resp.status(), 431, "{resp:?}");
     assert_eq!(resp.body_str(), "head too big\n");
-    let line = access_line("early-half");
+    let line = access_line(id);
     assert!(
         line.contains("status=431 upstream_status=431") && line.contains("error=\"-\""),
         "{line}"
@@ -485,36 +490,36 @@ fn an_early_answer_from_an_upstream_that_half_closes_is_relayed() {
         .unwrap()
         .starts_with(format!("POST {ENV} HTTP/1.1\r\n").as_bytes()));
     // That connection is done with: the next request gets a new one.
-    assert_eq!(token(&gw).status(), 200);
+    assert_eq!(token(gw).status(), 200);
     assert_eq!(up.connections(), 2);
+}
+
+/// RFC 9112 §9.6: an answer that arrives while the request is still being written is the answer.
+/// The upstream reads a part of a large request, answers 431, half-closes and stops reading: the
+/// gateway's write could only wait for its timeout.
+#[test]
+fn an_early_answer_from_an_upstream_that_half_closes_is_relayed() {
+    let (up, seen) = answering_early(|conn, stop| {
+        half_close(&conn);
+        // Open, unread, until the test is over.
+        stop.wait();
+    });
+    let toml = config(up.addr, &token_route("to_basic")).replace(
+        "read_timeout = \"5s\"",
+        "read_timeout = \"5s\"\nwrite_timeout = \"5s\"",
+    );
+    let gw = Gateway::start(&toml);
+    assert_the_early_answer_is_relayed(&gw, &up, &seen, "early-half");
 }
 
 /// The upstream answers and closes with the rest of the request unread: the kernel sends a reset,
 /// the gateway's write fails, and the answer is in its receive buffer (RFC 9112 §9.6: read it).
 #[test]
 fn an_early_answer_before_a_reset_is_read_from_the_receive_buffer() {
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let got = seen.clone();
-    let up = RawUpstream::narrow(move |n, mut conn, _| {
-        if n > 0 {
-            return answer_normally(&conn);
-        }
-        read_a_part(&mut conn, &got);
-        conn.write_all(TOO_LARGE).unwrap();
-        // Dropped with unread bytes: RST.
-    });
+    // Dropped with unread bytes: RST.
+    let (up, seen) = answering_early(|conn, _| drop(conn));
     let gw = gateway_at(up.addr);
-    let big = big_header();
-    let resp = gw.send(&token_request("early-reset", &[("X-Big", &big)]));
-    assert_eq!(resp.status(), 431, "{resp:?}");
-    assert_eq!(resp.body_str(), "head too big\n");
-    assert!(access_line("early-reset").contains("error=\"-\""));
-    assert!(seen
-        .lock()
-        .unwrap()
-        .starts_with(format!("POST {ENV} HTTP/1.1\r\n").as_bytes()));
-    assert_eq!(token(&gw).status(), 200);
-    assert_eq!(up.connections(), 2);
+    assert_the_early_answer_is_relayed(&gw, &up, &seen, "early-reset");
 }
 
 /// A reset that destroyed no answer (none was sent) leaves nothing to relay: 502, once.
@@ -616,17 +621,16 @@ fn a_stray_answer_after_a_204_never_reaches_another_client() {
         );
     }
     let requests = up.requests.lock().unwrap().clone();
-    let after_204: Vec<usize> = requests
-        .iter()
-        .filter(|(_, a)| a == "204")
-        .map(|(n, _)| *n)
-        .collect();
-    assert!(
-        requests
-            .iter()
-            .all(|(n, a)| a == "204" || !after_204.contains(n)),
-        "a request went on a connection that had answered 204: {requests:?}"
-    );
+    let mut answered_204 = std::collections::HashSet::new();
+    for (n, answer) in &requests {
+        assert!(
+            !answered_204.contains(n),
+            "a request went on a connection that had answered 204: {requests:?}"
+        );
+        if answer == "204" {
+            answered_204.insert(*n);
+        }
+    }
 }
 
 /// RFC 9110 §15.2.2: the gateway never asks for an upgrade, so a 101 to a token POST is no
@@ -735,4 +739,35 @@ fn megabytes_of_chunk_extensions_or_trailers_are_not_read() {
     drop(gw);
     drop(up);
     assert_eq!(wrote_all.load(Ordering::SeqCst), 0, "8 MB were read");
+}
+
+/// RFC 9112 §6.3 3.: chunked framing wins over a Content-Length beside it, and the connection
+/// closes after such an answer (it may be an attempt at response splitting).
+#[test]
+fn an_answer_with_transfer_encoding_and_content_length_closes_its_connection() {
+    let up = answering(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n\
+         4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n",
+    );
+    let gw = gateway(&up);
+    for _ in 0..2 {
+        let resp = token(&gw);
+        assert_eq!(
+            (resp.status(), resp.body_str().as_str()),
+            (200, "{\"a\":1}")
+        );
+        assert_eq!(resp.header("content-length").as_deref(), Some("7"));
+    }
+    assert_eq!(up.connections(), 2);
+}
+
+/// The gateway relays bodies it can frame itself: a transfer coding other than one `chunked`
+/// (here `gzip`, beside a length it would otherwise have been framed by) is a 502.
+#[test]
+fn a_transfer_encoding_the_gateway_cannot_relay_is_502() {
+    let up = answering("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\n{}");
+    let gw = gateway(&up);
+    let resp = gw.send(&token_request("gzip-coding", &[]));
+    assert_oauth_error(&resp, 502, "server_error");
+    assert_logged_cause("gzip-coding", "bad transfer-encoding");
 }

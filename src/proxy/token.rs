@@ -122,6 +122,7 @@ async fn relay(session: &mut Session, answer: Answer) -> pingora::Result<()> {
         head,
         raw_head,
         body,
+        ..
     } = answer;
     let mut resp = ResponseHeader::build(head.status, Some(head.fields.len() + 1))?;
     if let Ok(reason) = std::str::from_utf8(&raw_head[head.reason.clone()]) {
