@@ -70,6 +70,8 @@ pub struct Finished<'a> {
     /// The RFC 6749 error of an answer the gateway gave itself.
     pub local_error: Option<ErrorCode>,
     pub upstream_status: Option<u16>,
+    /// Why the gateway's own upstream exchange failed (token routes), in a few fixed words.
+    pub upstream_failure: Option<&'static str>,
     pub upstream_elapsed: Option<Duration>,
     pub total: Duration,
     pub error: Option<&'a Error>,
@@ -111,7 +113,10 @@ pub fn finish(m: &Metrics, f: &Finished<'_>, env_ids: &[String], how: ClientIdLo
         upstream_status = f.upstream_status.unwrap_or(0),
         upstream_ms = f.upstream_elapsed.map_or(0.0, ms),
         total_ms = ms(f.total),
-        error = f.error.map(|e| e.etype().as_str()).unwrap_or("-"),
+        error = f
+            .upstream_failure
+            .or(f.error.map(|e| e.etype().as_str()))
+            .unwrap_or("-"),
         "request"
     );
 }

@@ -1,37 +1,43 @@
 //! The gateway's own upstream client for token routes: one request, written in one go on a kept-
-//! alive connection, and its answer read whole.
+//! alive connection, and its answer read whole (framed by [`AnswerReader`]).
 //!
 //! What it promises, because token requests are not idempotent (an authorization code works once):
 //! a request is never sent twice. Only a connection that failed before any byte was written is
 //! tried again: a connect failure (once, on the upstream's next address if it has several), or a
 //! pooled connection the server had closed (found so when checked out, or when the first write
-//! fails). Once a byte went out, a failure is the client's 502 or 504.
+//! fails). Once a byte went out, a failure is the client's 502 or 504, with a cause for the
+//! access log ([`ExchangeError::cause`]).
+//!
+//! Time: the request is written within the upstream's `write_timeout`; the whole answer, every
+//! head and the body, then arrives within its `read_timeout` (one deadline, not one per read).
+//!
+//! Early answers (RFC 9112 §9.6): a server may answer before it has read the whole request (a
+//! 431 for a head too large) and stop reading or close. A request that cannot be written in one
+//! go is written while the connection is watched: an answer that comes stops the writing, is read
+//! whole and relayed. A write that fails once bytes went out (the server closed with the request
+//! unread, so the kernel reset the connection) may leave the answer in the receive buffer: what
+//! arrived is read, and a complete answer relayed; else 502. Such a connection is never reused.
+//!
+//! Reuse: a connection goes back to the pool only when the answer allows it and ended exactly
+//! where its framing said ([`Answer::reusable`]), after the whole request had gone out.
 
+use std::future::poll_fn;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use pingora::time::fast_timeout::fast_timeout;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::response::{self, Chunked, Framing, Head, ResponseError};
+pub use super::response::Answer;
+use super::response::{AnswerReader, ResponseError};
 use crate::protocol::{OAuthError, SecretBytes};
 use crate::upstream::conn::{Conn, ConnectError};
 use crate::upstream::Upstream;
 
-/// The longest response head read.
-const MAX_HEAD: usize = 64 * 1024;
-/// The longest response body read (token endpoints answer with a few hundred bytes).
-const MAX_BODY: usize = 4 * 1024 * 1024;
-
-/// An upstream's answer, whole.
-#[derive(Debug)]
-pub struct Answer {
-    pub head: Head,
-    /// The bytes `head` was parsed from (its fields are ranges of them).
-    pub raw_head: Bytes,
-    pub body: Bytes,
-}
+/// How much is read from the connection at a time.
+const READ_CHUNK: usize = 8 * 1024;
 
 /// Why an exchange failed.
 #[derive(Debug)]
@@ -39,14 +45,21 @@ pub enum ExchangeError {
     /// The host name has not resolved.
     NoAddress,
     Connect(ConnectError),
+    /// The request was not all written within `write_timeout`, and no answer came meanwhile.
     WriteTimeout,
+    /// Writing the request failed (or the connection took no more), and no answer had arrived.
     Write(io::Error),
-    ReadTimeout,
-    Read(io::Error),
-    /// The upstream closed the connection before its answer was complete.
-    Closed,
-    Invalid(ResponseError),
-    TooLarge,
+    /// The whole answer did not arrive within `read_timeout`; `head`: its final head had.
+    ReadTimeout {
+        head: bool,
+    },
+    /// Reading the answer failed; `started`: some of it had arrived.
+    Read {
+        error: io::Error,
+        started: bool,
+    },
+    /// The answer is not one the gateway can relay, or the connection ended before it did.
+    Answer(ResponseError),
     /// The request could not be built (a client assertion could not be signed).
     Build(OAuthError),
 }
@@ -60,12 +73,36 @@ impl ExchangeError {
             }
             ExchangeError::Connect(ConnectError::Timeout | ConnectError::TlsTimeout)
             | ExchangeError::WriteTimeout
-            | ExchangeError::ReadTimeout => "timeout",
+            | ExchangeError::ReadTimeout { .. } => "timeout",
             ExchangeError::Connect(ConnectError::Tls(_)) => "tls",
-            ExchangeError::Write(_) | ExchangeError::Read(_) | ExchangeError::Closed => "reset",
-            ExchangeError::Invalid(_) | ExchangeError::TooLarge | ExchangeError::Build(_) => {
-                "other"
+            ExchangeError::Write(_)
+            | ExchangeError::Read { .. }
+            | ExchangeError::Answer(ResponseError::NoAnswer | ResponseError::Truncated) => "reset",
+            ExchangeError::Answer(_) | ExchangeError::Build(_) => "other",
+        }
+    }
+
+    /// Why, in a few fixed words, for the access log: distinct for each failure, never a byte of
+    /// the request, the answer or a secret.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            ExchangeError::NoAddress => "no address",
+            ExchangeError::Connect(ConnectError::Refused(_)) => "connect refused",
+            ExchangeError::Connect(ConnectError::Timeout) => "connect timeout",
+            ExchangeError::Connect(ConnectError::Tls(_)) => "tls handshake failed",
+            ExchangeError::Connect(ConnectError::TlsTimeout) => "tls handshake timeout",
+            ExchangeError::WriteTimeout => "timeout writing request",
+            ExchangeError::Write(_) => "reset while writing request",
+            ExchangeError::ReadTimeout { head: false } => "timeout on answer head",
+            ExchangeError::ReadTimeout { head: true } => "timeout on answer body",
+            // rustls: the TCP connection ended without a close_notify.
+            ExchangeError::Read { error, .. } if error.kind() == io::ErrorKind::UnexpectedEof => {
+                "closed without tls close_notify"
             }
+            ExchangeError::Read { started: false, .. } => "reset before the answer",
+            ExchangeError::Read { started: true, .. } => "reset during the answer",
+            ExchangeError::Answer(e) => e.cause(),
+            ExchangeError::Build(_) => "request not built",
         }
     }
 
@@ -118,139 +155,145 @@ pub async fn round_trip(
             },
         };
         let request = build().map_err(ExchangeError::Build)?;
-        match write_all(&mut conn, &request, s.write_timeout).await {
-            Ok(()) => {}
+        let mut reader = AnswerReader::new(false);
+        let mut scratch = Vec::with_capacity(READ_CHUNK);
+        let mut written = 0;
+        let sent = fast_timeout(
+            s.write_timeout,
+            send(&mut conn, &request, &mut written, &mut reader, &mut scratch),
+        )
+        .await
+        .unwrap_or(Err(ExchangeError::WriteTimeout));
+        let early = match sent {
+            Ok(Sent::Whole) => false,
+            Ok(Sent::Answered) => true,
             // Nothing went out on a connection the server had closed: another one may try.
-            Err((0, _)) if pooled => continue,
-            Err((_, e)) => return Err(e),
-        }
-        let answer = read_answer(&mut conn, s.read_timeout).await?;
-        if answer.head.keep_alive {
+            Err(_) if written == 0 && pooled => continue,
+            Err(e @ ExchangeError::Write(_)) if written > 0 => {
+                // RFC 9112 §9.6: a server that answered early and closed may have reset the
+                // connection; its answer can still wait in the receive buffer. Read it.
+                return match read_answer(&mut conn, reader, &mut scratch, s.read_timeout).await {
+                    Ok(answer) => Ok(answer),
+                    Err(
+                        ExchangeError::Answer(ResponseError::NoAnswer)
+                        | ExchangeError::Read { started: false, .. },
+                    ) => Err(e),
+                    Err(other) => Err(other),
+                };
+            }
+            Err(e) => return Err(e),
+        };
+        let answer = read_answer(&mut conn, reader, &mut scratch, s.read_timeout).await?;
+        // An answer that came before the whole request went out leaves the connection out of
+        // step (the server has not read what was written after it).
+        if answer.reusable && !early {
             up.pool.put(conn, addr);
         }
         return Ok(answer);
     }
 }
 
-/// Writes all of `data`; on failure, how much had been written.
-async fn write_all(
+/// How writing a request ended.
+enum Sent {
+    /// The whole request went out.
+    Whole,
+    /// The upstream answered (or closed) while the request was being written; writing stopped.
+    Answered,
+}
+
+/// Writes `data`, counting what went out in `written`. A request usually goes out in one write
+/// call and nothing else is done; only when the write has to wait is the connection also read
+/// meanwhile, so that an answer given before the request was all read (a 431 for a head too
+/// large, RFC 9112 §9.6) stops the writing and is read, instead of waiting on a server that no
+/// longer reads.
+async fn send(
     conn: &mut Conn,
     data: &[u8],
-    timeout: Duration,
-) -> Result<(), (usize, ExchangeError)> {
-    let mut written = 0;
-    while written < data.len() {
-        match fast_timeout(timeout, conn.write(&data[written..])).await {
-            Ok(Ok(0)) => return Err((written, ExchangeError::Closed)),
-            Ok(Ok(n)) => written += n,
-            Ok(Err(e)) => return Err((written, ExchangeError::Write(e))),
-            Err(_) => return Err((written, ExchangeError::WriteTimeout)),
-        }
-    }
-    match fast_timeout(timeout, conn.flush()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err((written, ExchangeError::Write(e))),
-        Err(_) => Err((written, ExchangeError::WriteTimeout)),
-    }
-}
-
-/// Reads more of the answer into `buf` (each read bounded by `timeout`); `false` at its end.
-async fn fill(
-    conn: &mut Conn,
-    buf: &mut Vec<u8>,
-    timeout: Duration,
-) -> Result<bool, ExchangeError> {
-    if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(4096);
-    }
-    match fast_timeout(timeout, conn.read_buf(buf)).await {
-        Ok(Ok(0)) => Ok(false),
-        Ok(Ok(_)) => Ok(true),
-        Ok(Err(e)) => Err(ExchangeError::Read(e)),
-        Err(_) => Err(ExchangeError::ReadTimeout),
-    }
-}
-
-/// Reads one answer: its head (interim 1xx answers skipped) and its whole body.
-async fn read_answer(conn: &mut Conn, timeout: Duration) -> Result<Answer, ExchangeError> {
-    let mut buf = Vec::with_capacity(4096);
-    let mut head = loop {
-        match response::parse_head(&buf, false).map_err(ExchangeError::Invalid)? {
-            Some(head) if (100..200).contains(&head.status) && head.status != 101 => {
-                buf.drain(..head.len);
-            }
-            Some(head) => break head,
-            None if buf.len() > MAX_HEAD => return Err(ExchangeError::TooLarge),
-            None => {
-                if !fill(conn, &mut buf, timeout).await? {
-                    return Err(ExchangeError::Closed);
+    written: &mut usize,
+    reader: &mut AnswerReader,
+    scratch: &mut Vec<u8>,
+) -> Result<Sent, ExchangeError> {
+    poll_fn(|cx| {
+        loop {
+            if *written < data.len() {
+                match Pin::new(&mut *conn).poll_write(cx, &data[*written..]) {
+                    Poll::Ready(Ok(0)) => {
+                        let e = io::Error::from(io::ErrorKind::WriteZero);
+                        return Poll::Ready(Err(ExchangeError::Write(e)));
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        *written += n;
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(ExchangeError::Write(e))),
+                    Poll::Pending => break,
                 }
             }
-        }
-    };
-    let len = head.len;
-    let body = match head.framing {
-        Framing::Empty => {
-            buf.truncate(len);
-            Vec::new()
-        }
-        Framing::Length(n) => {
-            if n > MAX_BODY {
-                return Err(ExchangeError::TooLarge);
+            match Pin::new(&mut *conn).poll_flush(cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(Ok(Sent::Whole)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(ExchangeError::Write(e))),
+                Poll::Pending => break,
             }
-            // The body stays behind the head in the one buffer: nothing is copied.
-            while buf.len() < len + n {
-                if !fill(conn, &mut buf, timeout).await? {
-                    return Err(ExchangeError::Closed);
-                }
-            }
-            if buf.len() > len + n {
-                // More than the answer: the connection is out of step, never to be reused.
-                head.keep_alive = false;
-                buf.truncate(len + n);
-            }
-            let all = Bytes::from(buf);
-            return Ok(Answer {
-                head,
-                raw_head: all.slice(..len),
-                body: all.slice(len..),
-            });
         }
-        Framing::UntilClose => {
-            let mut body = buf.split_off(len);
-            while fill(conn, &mut body, timeout).await? {
-                if body.len() > MAX_BODY {
-                    return Err(ExchangeError::TooLarge);
-                }
+        // The write waits: is there an answer already?
+        match poll_feed(conn, cx, scratch, reader) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(Sent::Answered)),
+            // A reset before any answer: as a failed write (another connection may try if
+            // nothing went out).
+            Poll::Ready(Err(ExchangeError::Read { error, .. })) if reader.wire_len() == 0 => {
+                Poll::Ready(Err(ExchangeError::Write(error)))
             }
-            body
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         }
-        Framing::Chunked => {
-            let mut raw = buf.split_off(len);
-            let mut decoder = Chunked::default();
-            let mut out = Vec::with_capacity(raw.len());
-            loop {
-                let used = decoder
-                    .decode(&raw, &mut out)
-                    .map_err(ExchangeError::Invalid)?;
-                raw.drain(..used);
-                if decoder.done() {
-                    head.keep_alive &= raw.is_empty();
-                    break;
-                }
-                if out.len() > MAX_BODY {
-                    return Err(ExchangeError::TooLarge);
-                }
-                if !fill(conn, &mut raw, timeout).await? {
-                    return Err(ExchangeError::Closed);
-                }
-            }
-            out
-        }
-    };
-    Ok(Answer {
-        head,
-        raw_head: Bytes::from(buf),
-        body: Bytes::from(body),
     })
+    .await
+}
+
+/// Reads the rest of the answer: all of it within `timeout` (one deadline for every head and the
+/// body, not one per read: a server trickling bytes cannot hold the client longer).
+async fn read_answer(
+    conn: &mut Conn,
+    mut reader: AnswerReader,
+    scratch: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<Answer, ExchangeError> {
+    let read = async {
+        while !reader.is_done() {
+            poll_fn(|cx| poll_feed(conn, cx, scratch, &mut reader)).await?;
+        }
+        Ok(())
+    };
+    let read: Result<Result<(), ExchangeError>, _> = fast_timeout(timeout, read).await;
+    match read {
+        Ok(Ok(())) => reader
+            .answer()
+            .ok_or(ExchangeError::Answer(ResponseError::Truncated)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ExchangeError::ReadTimeout {
+            head: reader.has_head(),
+        }),
+    }
+}
+
+/// Reads once from the connection and hands what came (or its end) to `reader`.
+fn poll_feed(
+    conn: &mut Conn,
+    cx: &mut Context<'_>,
+    scratch: &mut Vec<u8>,
+    reader: &mut AnswerReader,
+) -> Poll<Result<(), ExchangeError>> {
+    let mut buf = ReadBuf::uninit(scratch.spare_capacity_mut());
+    let fed = match Pin::new(conn).poll_read(cx, &mut buf) {
+        Poll::Pending => return Poll::Pending,
+        Poll::Ready(Err(error)) => {
+            return Poll::Ready(Err(ExchangeError::Read {
+                error,
+                started: reader.wire_len() > 0,
+            }))
+        }
+        Poll::Ready(Ok(())) if buf.filled().is_empty() => reader.end(),
+        Poll::Ready(Ok(())) => reader.feed(buf.filled()),
+    };
+    Poll::Ready(fed.map(drop).map_err(ExchangeError::Answer))
 }

@@ -75,6 +75,9 @@ pub struct Outcome {
     /// An answer the gateway gave itself: its status and RFC 6749 error code.
     pub local: Option<(u16, ErrorCode)>,
     pub upstream_status: Option<u16>,
+    /// Why the gateway's own exchange with the upstream failed (token routes): the access log's
+    /// `error`.
+    pub upstream_failure: Option<&'static str>,
 }
 
 impl Ctx {
@@ -205,6 +208,7 @@ impl Ctx {
                 .unwrap_or(0),
             local_error: self.outcome.local.map(|(_, code)| code),
             upstream_status: self.outcome.upstream_status,
+            upstream_failure: self.outcome.upstream_failure,
             upstream_elapsed: self.timing.upstream_elapsed,
             total: self.timing.started.elapsed(),
             error,

@@ -116,7 +116,10 @@ impl ProxyHttp for Gateway {
                 ctx.timing.upstream_elapsed = Some(relayed.elapsed);
                 Ok(true)
             }
-            Err(e) => answer::local(session, ctx, &e).await,
+            Err(failed) => {
+                ctx.outcome.upstream_failure = Some(failed.cause);
+                answer::local(session, ctx, &failed.answer).await
+            }
         }
     }
 

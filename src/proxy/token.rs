@@ -76,15 +76,21 @@ pub struct Relayed {
     pub elapsed: Duration,
 }
 
+/// Why no upstream answer was relayed: the answer the client gets instead (502/504; 500 when a
+/// client assertion could not be signed), and the cause for the access log.
+pub struct NotRelayed {
+    pub answer: OAuthError,
+    pub cause: &'static str,
+}
+
 /// Sends a decided request upstream with the gateway's own client and writes its answer to the
-/// client. `Err` carries the answer the client is to get instead (502/504; 500 when a client
-/// assertion could not be signed).
+/// client.
 pub async fn forward(
     session: &mut Session,
     exchange: &Exchange,
     up: &Upstream,
     metrics: &Metrics,
-) -> pingora::Result<Result<Relayed, OAuthError>> {
+) -> pingora::Result<Result<Relayed, NotRelayed>> {
     let started = Instant::now();
     let host = up.settings.host_header.as_str();
     let req = session.req_header_mut();
@@ -107,11 +113,15 @@ pub async fn forward(
             relay(session, answer).await?;
             Ok(Ok(Relayed { status, elapsed }))
         }
-        Err(ExchangeError::Build(e)) => Ok(Err(e)),
         Err(e) => {
-            observe::upstream_error(metrics, name, e.kind());
-            tracing::debug!(upstream = name, error = ?e, "upstream exchange failed");
-            Ok(Err(e.answer()))
+            if !matches!(e, ExchangeError::Build(_)) {
+                observe::upstream_error(metrics, name, e.kind());
+                tracing::debug!(upstream = name, error = ?e, "upstream exchange failed");
+            }
+            Ok(Err(NotRelayed {
+                answer: e.answer(),
+                cause: e.cause(),
+            }))
         }
     }
 }
@@ -122,6 +132,7 @@ async fn relay(session: &mut Session, answer: Answer) -> pingora::Result<()> {
         head,
         raw_head,
         body,
+        ..
     } = answer;
     let mut resp = ResponseHeader::build(head.status, Some(head.fields.len() + 1))?;
     if let Ok(reason) = std::str::from_utf8(&raw_head[head.reason.clone()]) {

@@ -3,7 +3,8 @@
 //!
 //! A pooled connection is handed out only if it is still open and quiet: a peek that sees the
 //! server's close (or anything at all: nothing is owed on an idle connection) discards it, so a
-//! request is never written to a connection the server has already given up.
+//! request is never written to a connection the server has already given up. Under TLS, what
+//! rustls holds counts too (plaintext it decrypted, a close_notify).
 
 use std::io;
 use std::net::SocketAddr;
@@ -40,7 +41,18 @@ impl Conn {
 
     /// Whether the connection is still open and has nothing waiting (an idle connection owes
     /// nothing: data, or the end of the stream, means it is done).
-    fn is_quiet(&self) -> bool {
+    fn is_quiet(&mut self) -> bool {
+        if let Conn::Tls(s) = self {
+            // rustls may hold what the socket no longer shows: plaintext it decrypted from
+            // records read with the last answer (a stray answer after it), or the server's
+            // close_notify. Records it read but has not processed are processed here, so that
+            // they show too; a record only partly read shows as the rest of it in the socket.
+            let (_, tls) = s.get_mut();
+            match tls.process_new_packets() {
+                Ok(io) if io.plaintext_bytes_to_read() == 0 && !io.peer_has_closed() => {}
+                _ => return false,
+            }
+        }
         let mut byte = [0u8; 1];
         // SAFETY: recv(2) on this connection's open descriptor into a local one-byte buffer;
         // MSG_PEEK leaves whatever is there in place, MSG_DONTWAIT never blocks.
@@ -134,7 +146,7 @@ impl Pool {
     /// `max_idle_time`; the others found on the way are closed.
     pub fn take(&self, addr: SocketAddr, max_idle_time: Duration) -> Option<Conn> {
         loop {
-            let idle = self.lock().pop()?;
+            let mut idle = self.lock().pop()?;
             if idle.addr == addr && idle.since.elapsed() < max_idle_time && idle.conn.is_quiet() {
                 return Some(idle.conn);
             }
@@ -278,4 +290,111 @@ impl ServerCertVerifier for NoVerification {
 
 fn algorithms() -> rustls::crypto::WebPkiSupportedAlgorithms {
     rustls::crypto::ring::default_provider().signature_verification_algorithms
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::mpsc;
+    use tokio::io::AsyncReadExt;
+
+    /// What the TLS server of a test sends once the handshake is done.
+    enum Send {
+        /// One record.
+        Record(&'static [u8]),
+        /// One record and a close_notify, in one write; the TCP connection stays open.
+        RecordAndCloseNotify(&'static [u8]),
+    }
+
+    /// A TLS server on 127.0.0.1 (rustls, a self-signed certificate) for one connection: it
+    /// sends what it is told, then holds the connection until `done` is dropped.
+    fn tls_server(send: Send) -> (SocketAddr, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (done, wait) = mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let conn = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            while tls.conn.is_handshaking() {
+                tls.conn.complete_io(&mut tls.sock).unwrap();
+            }
+            match send {
+                Send::Record(data) => tls.write_all(data).unwrap(),
+                Send::RecordAndCloseNotify(data) => {
+                    tls.conn.writer().write_all(data).unwrap();
+                    tls.conn.send_close_notify();
+                }
+            }
+            tls.flush().unwrap();
+            // Open until the test is over.
+            let _ = wait.recv_timeout(Duration::from_secs(10));
+        });
+        (addr, done, server)
+    }
+
+    async fn connect(addr: SocketAddr) -> Conn {
+        let mut s = UpstreamSettings::new(
+            "tls",
+            true,
+            "localhost".to_string(),
+            addr.port(),
+            "localhost".to_string(),
+        );
+        s.tls_verify = false;
+        Connector::new(&s).connect(addr).await.unwrap()
+    }
+
+    /// Whether a TLS connection is quiet once it has read `HELLO` of what the server sent
+    /// (rustls decrypts the whole record those bytes came in).
+    async fn quiet_after_hello(send: Send) -> bool {
+        let (addr, done, server) = tls_server(send);
+        let mut conn = connect(addr).await;
+        let mut got = [0; 5];
+        tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got, b"HELLO");
+        let quiet = conn.is_quiet();
+        drop(done);
+        server.join().unwrap();
+        quiet
+    }
+
+    #[tokio::test]
+    async fn a_tls_connection_with_plaintext_left_in_rustls_is_not_quiet() {
+        // The answer and a stray answer after it, in one record: the socket is empty once the
+        // record is read, the stray bytes wait in rustls.
+        assert!(!quiet_after_hello(Send::Record(b"HELLOSTRAY")).await);
+    }
+
+    #[tokio::test]
+    async fn a_tls_connection_whose_server_sent_close_notify_is_not_quiet() {
+        assert!(!quiet_after_hello(Send::RecordAndCloseNotify(b"HELLO")).await);
+    }
+
+    #[tokio::test]
+    async fn a_tls_connection_that_owes_nothing_is_quiet() {
+        assert!(quiet_after_hello(Send::Record(b"HELLO")).await);
+    }
 }
