@@ -508,7 +508,7 @@ fn an_early_answer_from_an_upstream_that_half_closes_is_relayed() {
         "read_timeout = \"5s\"",
         "read_timeout = \"5s\"\nwrite_timeout = \"5s\"",
     );
-    let gw = Gateway::start(&toml);
+    let gw = Gateway::start_with(&toml, "max_header_bytes = 1048575");
     assert_the_early_answer_is_relayed(&gw, &up, &seen, "early-half");
 }
 
@@ -536,8 +536,13 @@ fn a_reset_while_writing_without_an_answer_is_502() {
     assert_eq!(up.connections(), 1, "never sent twice");
 }
 
+/// A gateway in front of `addr` that lets heads up to Pingora's own 1 MiB through (its default
+/// `server.max_header_bytes`, 64 KiB, would answer [`big_header`] itself).
 fn gateway_at(addr: std::net::SocketAddr) -> Gateway {
-    Gateway::start(&config(addr, &token_route("to_basic")))
+    Gateway::start_with(
+        &config(addr, &token_route("to_basic")),
+        "max_header_bytes = 1048575",
+    )
 }
 
 /// An upstream whose answers depend on the request's `X-Answer` field: `204` is answered with a
