@@ -112,11 +112,23 @@ fuzz_target!(|data: &[u8]| {
     let (lengths, stream) = rest.split_at(count);
     let reads: Vec<usize> = lengths.iter().map(|&l| usize::from(l) + 1).collect();
     let (to_head, end) = (flags & 1 != 0, flags & 2 != 0);
-    let limits = if flags & 4 != 0 { SMALL } else { Limits::DEFAULT };
+    let limits = if flags & 4 != 0 {
+        SMALL
+    } else {
+        Limits::DEFAULT
+    };
 
     let whole = feed(stream, &[], to_head, end, limits);
-    assert_eq!(feed(stream, &reads, to_head, end, limits), whole, "split at {reads:?}");
-    assert_eq!(feed(stream, &vec![1; stream.len()], to_head, end, limits), whole, "a byte at a time");
+    assert_eq!(
+        feed(stream, &reads, to_head, end, limits),
+        whole,
+        "split at {reads:?}"
+    );
+    assert_eq!(
+        feed(stream, &vec![1; stream.len()], to_head, end, limits),
+        whole,
+        "a byte at a time"
+    );
 
     let Outcome::Done(a) = whole else {
         return;
@@ -137,11 +149,19 @@ fuzz_target!(|data: &[u8]| {
         reference_final_head(stream).expect("a final head the plain reading finds");
     assert_eq!(a.head.status, status);
     assert!(!(100..200).contains(&status), "final head {status}");
-    assert_eq!(a.raw_head, &stream[start..end_of_head], "{:?}", show(stream));
+    assert_eq!(
+        a.raw_head,
+        &stream[start..end_of_head],
+        "{:?}",
+        show(stream)
+    );
     assert!(end_of_head <= limits.head, "heads of {end_of_head} bytes");
     for (name, _) in a.head.fields(&a.raw_head) {
         for framing in ["content-length", "transfer-encoding", "connection"] {
-            assert!(!name.eq_ignore_ascii_case(framing.as_bytes()), "{framing} relayed");
+            assert!(
+                !name.eq_ignore_ascii_case(framing.as_bytes()),
+                "{framing} relayed"
+            );
         }
     }
 
@@ -151,7 +171,10 @@ fuzz_target!(|data: &[u8]| {
     let codings = field_values(&a.raw_head, "transfer-encoding");
     let took = match a.head.framing {
         Framing::Empty => {
-            assert!(to_head || status == 204 || status == 304, "no body on a {status}");
+            assert!(
+                to_head || status == 204 || status == 304,
+                "no body on a {status}"
+            );
             assert!(a.body.is_empty());
             0
         }
@@ -172,7 +195,10 @@ fuzz_target!(|data: &[u8]| {
             let (data, took, metadata) =
                 reference_chunked(after).expect("a chunked body the reference decodes");
             assert_eq!(a.body, data);
-            assert!(metadata <= limits.chunk_metadata, "{metadata} bytes of metadata");
+            assert!(
+                metadata <= limits.chunk_metadata,
+                "{metadata} bytes of metadata"
+            );
             took
         }
         Framing::UntilClose => {
@@ -186,9 +212,18 @@ fuzz_target!(|data: &[u8]| {
     assert!(a.body.len() <= limits.body);
 
     if a.reusable {
-        assert!(wire == stream.len() && !end, "reused with bytes after, or closed");
-        assert!(matches!(a.head.framing, Framing::Length(_) | Framing::Chunked));
+        assert!(
+            wire == stream.len() && !end,
+            "reused with bytes after, or closed"
+        );
+        assert!(matches!(
+            a.head.framing,
+            Framing::Length(_) | Framing::Chunked
+        ));
         assert!(a.head.keep_alive);
-        assert!(lengths.is_empty() || codings.is_empty(), "TE and CL, reused");
+        assert!(
+            lengths.is_empty() || codings.is_empty(),
+            "TE and CL, reused"
+        );
     }
 });
