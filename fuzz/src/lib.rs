@@ -201,3 +201,90 @@ pub fn split_n<'a>(data: &'a [u8], sep: &[u8], n: usize) -> Vec<&'a [u8]> {
 pub fn show(b: &[u8]) -> Cow<'_, str> {
     String::from_utf8_lossy(b)
 }
+
+/// Where an answer's final head lies in `stream` (start, end, status), read the plain way and
+/// apart from `exchange::response`: a head ends at its first empty line after the status line
+/// (RFC 9112 §2.1); a head whose status is 1xx other than 101 is interim and another follows
+/// (RFC 9110 §15.2). `None` when no final head ends in `stream`.
+pub fn reference_final_head(stream: &[u8]) -> Option<(usize, usize, u16)> {
+    let mut start = 0;
+    loop {
+        let rest = &stream[start..];
+        let end = first_empty_line_end(rest)?;
+        let status = std::str::from_utf8(rest.get(9..12)?).ok()?.parse().ok()?;
+        if (100..200).contains(&status) && status != 101 {
+            start += end;
+            continue;
+        }
+        return Some((start, start + end, status));
+    }
+}
+
+/// Just after the first empty line (`\n` or `\r\n` alone) that follows the first line.
+fn first_empty_line_end(b: &[u8]) -> Option<usize> {
+    let mut line_start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'\n' {
+            let line = &b[line_start..i];
+            if line_start > 0 && (line.is_empty() || line == b"\r") {
+                return Some(i + 1);
+            }
+            line_start = i + 1;
+        }
+    }
+    None
+}
+
+/// The values of the fields named `name` (any case) in a head, trimmed: each line after the
+/// first split at its first colon.
+pub fn field_values<'a>(head: &'a [u8], name: &str) -> Vec<&'a [u8]> {
+    head.split(|&b| b == b'\n')
+        .skip(1)
+        .filter_map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let colon = line.iter().position(|&b| b == b':')?;
+            line[..colon]
+                .eq_ignore_ascii_case(name.as_bytes())
+                .then(|| line[colon + 1..].trim_ascii())
+        })
+        .collect()
+}
+
+/// A chunked body at the start of `b` (RFC 9112 §7.1), decoded the plain way: its data, the bytes
+/// it took, and the bytes of its chunk extensions (after a size's digits, to the line's CRLF) and
+/// trailer field lines (CRLF included). `None` when it is not one, or does not end in `b`.
+pub fn reference_chunked(b: &[u8]) -> Option<(Vec<u8>, usize, usize)> {
+    let line_end = |from: usize| -> Option<usize> {
+        let at = b.get(from..)?.windows(2).position(|w| w == b"\r\n")?;
+        Some(from + at)
+    };
+    let (mut at, mut data, mut metadata) = (0, Vec::new(), 0);
+    loop {
+        let end = line_end(at)?;
+        let line = &b[at..end];
+        let digits = line.iter().take_while(|c| c.is_ascii_hexdigit()).count();
+        if digits == 0 || digits > 16 {
+            return None;
+        }
+        let size = u64::from_str_radix(std::str::from_utf8(&line[..digits]).ok()?, 16).ok()?;
+        metadata += line.len() - digits;
+        at = end + 2;
+        if size == 0 {
+            break;
+        }
+        let data_end = at.checked_add(usize::try_from(size).ok()?)?;
+        data.extend_from_slice(b.get(at..data_end)?);
+        if b.get(data_end..data_end + 2)? != b"\r\n" {
+            return None;
+        }
+        at = data_end + 2;
+    }
+    loop {
+        let end = line_end(at)?;
+        if end == at {
+            return Some((data, at + 2, metadata));
+        }
+        metadata += end - at + 2;
+        at = end + 2;
+    }
+}

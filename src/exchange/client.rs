@@ -297,3 +297,60 @@ fn poll_feed(
     };
     Poll::Ready(fed.map(drop).map_err(ExchangeError::Answer))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Vec<ExchangeError> {
+        let io = |k| io::Error::from(k);
+        let mut all = vec![
+            ExchangeError::NoAddress,
+            ExchangeError::Connect(ConnectError::Refused(io(io::ErrorKind::ConnectionRefused))),
+            ExchangeError::Connect(ConnectError::Timeout),
+            ExchangeError::Connect(ConnectError::Tls(io(io::ErrorKind::InvalidData))),
+            ExchangeError::Connect(ConnectError::TlsTimeout),
+            ExchangeError::WriteTimeout,
+            ExchangeError::Write(io(io::ErrorKind::BrokenPipe)),
+            ExchangeError::ReadTimeout { head: false },
+            ExchangeError::ReadTimeout { head: true },
+            ExchangeError::Read {
+                error: io(io::ErrorKind::UnexpectedEof),
+                started: true,
+            },
+            ExchangeError::Read {
+                error: io(io::ErrorKind::ConnectionReset),
+                started: false,
+            },
+            ExchangeError::Read {
+                error: io(io::ErrorKind::ConnectionReset),
+                started: true,
+            },
+            ExchangeError::Build(OAuthError::request_unbuildable()),
+        ];
+        all.extend(ResponseError::ALL.map(ExchangeError::Answer));
+        all
+    }
+
+    #[test]
+    fn every_failure_has_a_cause_of_its_own() {
+        let all = all();
+        let causes: std::collections::HashSet<_> = all.iter().map(ExchangeError::cause).collect();
+        assert_eq!(causes.len(), all.len());
+        assert!(causes.iter().all(|c| c.len() < 48 && c.is_ascii()));
+    }
+
+    #[test]
+    fn timeouts_are_504_and_other_upstream_failures_502() {
+        for e in all() {
+            let status = e.answer().status;
+            let expected = match (&e, e.kind()) {
+                (ExchangeError::Build(_), _) => 500,
+                (_, "timeout") => 504,
+                _ => 502,
+            };
+            assert_eq!(status, expected, "{e:?}");
+            assert!(crate::metrics::UPSTREAM_ERROR_KINDS.contains(&e.kind()));
+        }
+    }
+}

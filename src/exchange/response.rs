@@ -98,6 +98,23 @@ impl ResponseError {
     }
 }
 
+#[cfg(test)]
+impl ResponseError {
+    /// Every error, for tests.
+    pub(crate) const ALL: [ResponseError; 10] = [
+        ResponseError::NoAnswer,
+        ResponseError::Truncated,
+        ResponseError::Malformed,
+        ResponseError::HeadTooLarge,
+        ResponseError::BodyTooLarge,
+        ResponseError::Upgrade,
+        ResponseError::BadTransferEncoding,
+        ResponseError::BadLength,
+        ResponseError::BadChunk,
+        ResponseError::ChunkMetadataTooLarge,
+    ];
+}
+
 /// How the body that follows a final head ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -1333,18 +1350,7 @@ mod tests {
 
     #[test]
     fn causes_are_distinct() {
-        let all = [
-            ResponseError::NoAnswer,
-            ResponseError::Truncated,
-            ResponseError::Malformed,
-            ResponseError::HeadTooLarge,
-            ResponseError::BodyTooLarge,
-            ResponseError::Upgrade,
-            ResponseError::BadTransferEncoding,
-            ResponseError::BadLength,
-            ResponseError::BadChunk,
-            ResponseError::ChunkMetadataTooLarge,
-        ];
+        let all = ResponseError::ALL;
         let causes: std::collections::HashSet<_> = all.iter().map(|e| e.cause()).collect();
         assert_eq!(causes.len(), all.len());
     }
