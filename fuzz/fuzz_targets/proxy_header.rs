@@ -27,7 +27,11 @@ fuzz_target!(|data: &[u8]| {
             longer.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
             assert_eq!(proxy_header(&longer), answer);
             for cut in 1..len {
-                assert_eq!(proxy_header(&header[..cut]), ProxyHeader::Incomplete, "cut {cut}");
+                assert_eq!(
+                    proxy_header(&header[..cut]),
+                    ProxyHeader::Incomplete,
+                    "cut {cut}"
+                );
             }
             if let Some(std::net::SocketAddr::V6(v6)) = source {
                 assert!(v6.ip().to_ipv4_mapped().is_none(), "{v6}");

@@ -73,7 +73,10 @@ fuzz_target!(|data: &[u8]| {
         }
         Stop::TooLarge => {
             assert_eq!(found, ends);
-            assert!(matches!(refused, Some(HeadRefusal::TooLarge { .. })), "{refused:?}");
+            assert!(
+                matches!(refused, Some(HeadRefusal::TooLarge { .. })),
+                "{refused:?}"
+            );
         }
         Stop::EmptyLines => {
             assert_eq!(found, ends);
@@ -204,7 +207,11 @@ fn framing(req: &httparse::Request<'_, '_>) -> Option<Body> {
             continue;
         }
         // http::HeaderValue::to_str: visible ASCII (and tab) only.
-        if !h.value.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+        if !h
+            .value
+            .iter()
+            .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        {
             return None;
         }
         for v in h.value.split(|&b| b == b',') {
